@@ -1,0 +1,38 @@
+"""`python -m pipeline <stage> [args]`: one entry per Snakemake rule; each stage module has main(argv)."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# stage -> module whose main(argv) runs it (imported lazily: torch is slow to import)
+STAGES = {
+    "data": "pipeline.data.cli",
+    "pretrain": "pipeline.train.cli",
+    "finetune": "pipeline.train.cli",
+    "zeroshot": "pipeline.evaluate.cli",
+    "table": "pipeline.report.cli",
+    "check-config": "pipeline.config.cli",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
+        known = ", ".join(STAGES)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"pipeline: unknown stage {argv[0]!r} (stages: {known})", file=sys.stderr)
+            return 2
+        print(f"usage: python -m pipeline <stage> [args]\nstages: {known}")
+        return 0
+    from .errors import UserError
+
+    module = importlib.import_module(STAGES[argv[0]])
+    try:
+        return module.main(argv) or 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

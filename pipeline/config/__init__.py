@@ -1,0 +1,116 @@
+"""Experiment and dataset configs: read, validate against workflow/schemas, return typed objects.
+
+Public face: load_experiment, load_dataset, experiment_from_dict, list_experiments, ConfigError.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .schema import ConfigError, read_yaml, validate
+from .types import Dataset, Experiment, Stage, build, to_dict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "config"
+
+__all__ = [
+    "ConfigError", "Dataset", "Experiment", "Stage", "CONFIG_DIR", "REPO_ROOT",
+    "load_experiment", "load_dataset", "experiment_from_dict", "dataset_from_dict",
+    "list_experiments", "list_datasets", "experiment_path", "dataset_path", "to_dict",
+]
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def list_experiments(config_dir: Path = CONFIG_DIR) -> list[str]:
+    return _names(Path(config_dir) / "experiments")
+
+
+def list_datasets(config_dir: Path = CONFIG_DIR) -> list[str]:
+    return _names(Path(config_dir) / "datasets")
+
+
+def experiment_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
+    path = Path(config_dir) / "experiments" / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(list_experiments(config_dir)) or "none"
+        raise ConfigError(f"{path}: no experiment named {name!r} (experiments: {known})")
+    return path
+
+
+def dataset_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
+    path = Path(config_dir) / "datasets" / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(list_datasets(config_dir)) or "none"
+        raise ConfigError(f"{path}: no dataset named {name!r} (datasets: {known})")
+    return path
+
+
+def _check_stage(stage: Stage, key: str, source: str) -> None:
+    per_step = stage.processes * stage.resources.nodes * stage.grad_accum_steps
+    if stage.batch_size % per_step:
+        raise ConfigError(
+            f"{source}: {key}.batch_size: {stage.batch_size} does not divide by processes x nodes x "
+            f"grad_accum_steps = {per_step}")
+    red = stage.image_reduction
+    if red.strategy in ("random", "block") and red.tokens is None:
+        raise ConfigError(f"{source}: {key}.image_reduction.tokens: required by strategy {red.strategy!r}")
+    if red.strategy in ("none", "grid") and red.tokens is not None:
+        raise ConfigError(f"{source}: {key}.image_reduction.tokens: not used by strategy {red.strategy!r}")
+
+
+def experiment_from_dict(raw, name: str, source: str) -> Experiment:
+    """Validate a raw mapping (from YAML or JSON) and return the typed experiment."""
+    data = validate(raw, "experiment", source)
+    model = data["model"]
+    if (model["name"] is None) == (model["config"] is None):
+        raise ConfigError(f"{source}: model: give exactly one of model.name or model.config")
+    exp = build(Experiment, {"name": name, **data})
+    for key in ("pretrain", "finetune"):
+        _check_stage(exp.stage(key), key, source)
+    for key in exp.published:
+        if key == "finetune" and not exp.finetune.enabled:
+            raise ConfigError(f"{source}: published.finetune: finetune.enabled is false")
+    return exp
+
+
+def load_experiment(name_or_path: str | Path, config_dir: Path = CONFIG_DIR,
+                    check_datasets: bool = True) -> Experiment:
+    """Load config/experiments/<name>.yaml (or a path) and check the datasets it names exist."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = experiment_path(str(name_or_path), config_dir)
+    exp = experiment_from_dict(read_yaml(path), path.stem, str(path))
+    if check_datasets:
+        _check_dataset_ref(exp.data.train, "data.train", "image_text", path, config_dir)
+        for i, ds in enumerate(exp.evaluate.zeroshot):
+            _check_dataset_ref(ds, f"evaluate.zeroshot.{i}", "classification", path, config_dir)
+    return exp
+
+
+def _check_dataset_ref(name: str, key: str, kind: str, source: Path, config_dir: Path) -> None:
+    try:
+        ds = load_dataset(name, config_dir)
+    except ConfigError as exc:
+        if not (Path(config_dir) / "datasets" / f"{name}.yaml").is_file():
+            known = ", ".join(list_datasets(config_dir)) or "none"
+            raise ConfigError(f"{source}: {key}: unknown dataset {name!r} (datasets: {known})") from None
+        raise exc
+    if ds.kind != kind:
+        raise ConfigError(f"{source}: {key}: dataset {name!r} is {ds.kind}, expected {kind}")
+
+
+def dataset_from_dict(raw, name: str, source: str) -> Dataset:
+    data = validate(raw, "dataset", source)
+    ds = build(Dataset, {"name": name, **data})
+    if ds.kind == "classification" and ds.classnames is None:
+        raise ConfigError(f"{source}: classnames: required for a classification dataset")
+    return ds
+
+
+def load_dataset(name_or_path: str | Path, config_dir: Path = CONFIG_DIR) -> Dataset:
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = dataset_path(str(name_or_path), config_dir)
+    return dataset_from_dict(read_yaml(path), path.stem, str(path))
