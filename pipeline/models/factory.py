@@ -1,0 +1,104 @@
+"""Model configs and construction through open_clip's own factory.
+
+A model config is open_clip's JSON form ({embed_dim, vision_cfg, text_cfg, ...}). Project configs
+(e.g. the CLIPA L/16 variants open_clip no longer ships) live in pipeline/models/configs and are
+registered with open_clip.add_model_config, so `create_model` always goes through
+open_clip.create_model.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import open_clip
+import torch
+
+from ..errors import UserError
+
+PROJECT_CONFIGS = Path(__file__).with_name("configs")
+if PROJECT_CONFIGS.is_dir():
+    open_clip.add_model_config(PROJECT_CONFIGS)
+
+_REGISTERED_INLINE: set[str] = set()
+
+
+def known_models() -> list[str]:
+    return open_clip.list_models()
+
+
+def resolve_model_config(name: str | None, inline: dict | None,
+                         image_size: int | None = None, context_length: int | None = None) -> dict:
+    """The full open_clip config for an experiment's model, at a stage's image size / text length."""
+    if name is not None:
+        cfg = open_clip.get_model_config(name)
+        if cfg is None:
+            raise UserError(f"model.name: unknown model config {name!r} (see open_clip.list_models())")
+    else:
+        cfg = inline
+    cfg = copy.deepcopy(cfg)
+    for key in ("embed_dim", "vision_cfg", "text_cfg"):
+        if key not in cfg:
+            raise UserError(f"model.config.{key}: required in an open_clip model config")
+    if image_size is not None:
+        cfg["vision_cfg"]["image_size"] = image_size
+    if context_length is not None:
+        cfg["text_cfg"]["context_length"] = context_length
+    return cfg
+
+
+def _register(cfg: dict) -> str:
+    """Register a config with open_clip under a content-derived name and return that name."""
+    blob = json.dumps(cfg, sort_keys=True)
+    name = "clipforge-" + hashlib.sha1(blob.encode()).hexdigest()[:12]
+    if name not in _REGISTERED_INLINE:
+        folder = Path(tempfile.gettempdir()) / "clipforge-model-configs"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{name}.json"
+        path.write_text(blob)
+        open_clip.add_model_config(path)
+        _REGISTERED_INLINE.add(name)
+    return name
+
+
+def create_model(model_config: dict) -> torch.nn.Module:
+    """A freshly initialised open_clip model (fp32, CPU) for a full model config."""
+    return open_clip.create_model(_register(model_config), pretrained=None, load_weights=False)
+
+
+def image_size_of(model_config: dict) -> int:
+    size = model_config["vision_cfg"]["image_size"]
+    return size[0] if isinstance(size, (list, tuple)) else int(size)
+
+
+def context_length_of(model_config: dict) -> int:
+    return int(model_config["text_cfg"].get("context_length", 77))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint with weights_only=True: no pickled code from a file ever runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / not a torch file
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Model and model config from a final checkpoint ({'model', 'model_config', ...}), in eval mode."""
+    ckpt = load_checkpoint(path)
+    for key in ("model", "model_config"):
+        if key not in ckpt:
+            raise UserError(f"{path}: checkpoint has no {key!r} entry")
+    model = create_model(ckpt["model_config"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt["model_config"]
+
+
+def tokenizer(context_length: int):
+    """open_clip's default BPE tokenizer (ships its vocabulary; no download)."""
+    return open_clip.get_tokenizer("ViT-B-32", context_length=context_length)
