@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .schema import ConfigError, read_yaml, validate
+from .schema import ConfigError, read_yaml, schema_path, validate
 from .types import Dataset, Experiment, Stage, build, to_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError", "Dataset", "Experiment", "Stage", "CONFIG_DIR", "REPO_ROOT",
     "load_experiment", "load_dataset", "experiment_from_dict", "dataset_from_dict",
     "list_experiments", "list_datasets", "experiment_path", "dataset_path", "to_dict",
+    "read_yaml", "schema_path",
 ]
 
 

@@ -60,8 +60,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         if unknown:
             choices = ", ".join(sorted(allowed)) or "none"
             return f"{_key_path(path + [unknown[0]])}: unknown key (allowed here: {choices})"
-    if error.validator == "propertyNames":
-        return f"{_key_path(path + [error.instance])}: {error.message}"
+    if "propertyNames" in error.schema_path:
+        allowed = ", ".join(map(str, error.schema.get("enum", []))) or "none"
+        return f"{_key_path(path + [error.instance])}: unknown key (allowed here: {allowed})"
     if error.validator == "required":
         return f"{_key_path(path)}: {error.message}"
     return f"{_key_path(path)}: {error.message}"

@@ -1,0 +1,164 @@
+"""img2dataset from the url list to webdataset shards, then verification and failure accounting.
+
+Runs img2dataset in incremental mode, so a rerun after a kill keeps every finished shard (one with its
+NNNNN_stats.json) and fetches only the rest. Each tar is then read to its end; a truncated or short shard
+has its files removed and img2dataset is run again for just that shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import to_dict
+from ..errors import UserError
+from .failures import fold_status
+
+SETTINGS_MARK = ".clipforge_settings"  # not *.json: img2dataset treats every *.json in the folder as a done shard
+MAX_REDO = 2
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    shard_id: int
+    samples: int
+    problem: str | None  # None = readable to the end and matching img2dataset's own count
+
+
+def img2dataset_kwargs(settings) -> dict:
+    """Our schema's img2dataset block -> img2dataset.download keyword arguments."""
+    return dict(
+        image_size=settings.image_size, resize_mode=settings.resize_mode,
+        encode_quality=settings.encode_quality, processes_count=settings.processes,
+        thread_count=settings.threads, timeout=settings.timeout, retries=settings.retries,
+        number_sample_per_shard=settings.samples_per_shard,
+        max_image_area=float("inf") if settings.max_image_area is None else settings.max_image_area,
+        distributor=settings.distributor,
+        input_format="parquet", url_col="url", caption_col="caption", output_format="webdataset",
+        encode_format="jpg", extract_exif=False, enable_wandb=False, oom_shard_count=5,
+        incremental_mode="incremental",
+    )
+
+
+def run_img2dataset(*, url_list: Path, shards_dir: Path, settings) -> None:
+    """One img2dataset call; it installs its own SIGINT handler (which exits 0), so ours is restored after."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import img2dataset
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        img2dataset.download(url_list=str(url_list), output_folder=str(shards_dir), **img2dataset_kwargs(settings))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _settings_mark(url_list: Path, settings) -> str:
+    digest = hashlib.sha256(Path(url_list).read_bytes()).hexdigest()
+    return json.dumps({"url_list_sha256": digest, "img2dataset": to_dict(settings)}, sort_keys=True)
+
+
+def prepare_shards_dir(*, url_list: Path, shards_dir: Path, settings) -> None:
+    """Keep earlier shards only if they came from the same url list and settings (else start over)."""
+    mark = _settings_mark(url_list, settings)
+    mark_path = shards_dir / SETTINGS_MARK
+    if shards_dir.exists():
+        if mark_path.is_file() and mark_path.read_text() == mark:
+            return
+        print(f"{shards_dir}: url list or img2dataset settings changed, starting the shards over", flush=True)
+        shutil.rmtree(shards_dir)
+    shards_dir.mkdir(parents=True)
+    mark_path.write_text(mark)
+
+
+def tar_samples(path: Path) -> int:
+    """Samples in one webdataset tar, reading every member to the end; raises on a truncated tar."""
+    size = path.stat().st_size
+    if size < 1024 or size % 512:
+        raise tarfile.ReadError(f"size {size} is not a whole number of tar blocks")
+    with open(path, "rb") as f:
+        f.seek(size - 1024)
+        if f.read(1024) != bytes(1024):  # a closed tar ends with two zero blocks; a cut one does not
+            raise tarfile.ReadError("no end-of-archive marker (cut short)")
+    keys = set()
+    with tarfile.open(path, mode="r|") as tar:
+        for member in tar:
+            if member.isfile():
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"{member.name}: {len(data)} of {member.size} bytes")
+                key, _, ext = member.name.partition(".")
+                if ext == "jpg":
+                    keys.add(key)
+    return len(keys)
+
+
+def shard_name(shard_id: int) -> str:
+    return f"{shard_id:05d}"
+
+
+def check_shard(shards_dir: Path, shard_id: int) -> ShardCheck:
+    name = shard_name(shard_id)
+    stats_file = shards_dir / f"{name}_stats.json"
+    try:
+        expected = int(json.loads(stats_file.read_text())["successes"])
+    except (OSError, ValueError, KeyError) as exc:
+        return ShardCheck(shard_id, 0, f"{stats_file.name} missing or unreadable ({type(exc).__name__})")
+    tar = shards_dir / f"{name}.tar"
+    try:
+        found = tar_samples(tar)
+    except (OSError, tarfile.TarError) as exc:
+        return ShardCheck(shard_id, 0, f"{tar.name} unreadable: {exc}")
+    if found != expected:
+        return ShardCheck(shard_id, found, f"{tar.name} holds {found} samples, img2dataset stored {expected}")
+    return ShardCheck(shard_id, found, None)
+
+
+def remove_shard(shards_dir: Path, shard_id: int) -> None:
+    """Drop every file of one shard so img2dataset's incremental mode fetches it again."""
+    name = shard_name(shard_id)
+    for suffix in ("_stats.json", ".tar", ".parquet"):
+        (shards_dir / f"{name}{suffix}").unlink(missing_ok=True)
+
+
+def build_shards(*, url_list: Path, rows: int, shards_dir: Path, settings) -> list[ShardCheck]:
+    """Run img2dataset until every shard verifies (at most MAX_REDO reruns), returning the shard checks."""
+    expected_shards = math.ceil(rows / settings.samples_per_shard)
+    prepare_shards_dir(url_list=url_list, shards_dir=shards_dir, settings=settings)
+    for attempt in range(MAX_REDO + 1):
+        started = time.time()
+        run_img2dataset(url_list=url_list, shards_dir=shards_dir, settings=settings)
+        print(f"img2dataset pass {attempt + 1} took {time.time() - started:.1f}s", flush=True)
+        checks = [check_shard(shards_dir, i) for i in range(expected_shards)]
+        bad = [c for c in checks if c.problem]
+        if not bad:
+            return checks
+        for c in bad:
+            print(f"shard {shard_name(c.shard_id)}: {c.problem}; fetching it again", flush=True)
+            remove_shard(shards_dir, c.shard_id)
+    raise UserError(f"{shards_dir}: shard {shard_name(bad[0].shard_id)} still bad after {MAX_REDO} reruns: {bad[0].problem}")
+
+
+def aggregate(*, shards_dir: Path, checks: list[ShardCheck], rows: int) -> dict:
+    """Per-shard stats files -> samples, failures by reason, shard list (relative to the data folder)."""
+    failed: dict[str, int] = {}
+    samples = 0
+    for c in checks:
+        stats = json.loads((shards_dir / f"{shard_name(c.shard_id)}_stats.json").read_text())
+        for reason, n in fold_status(stats.get("status_dict", {})).items():
+            failed[reason] = failed.get(reason, 0) + n
+        unaccounted = stats["count"] - stats["successes"] - stats["failed_to_download"] - stats["failed_to_resize"]
+        if unaccounted > 0:  # img2dataset counts a sample whose write raised in none of its buckets
+            failed["other"] = failed.get("other", 0) + unaccounted
+        samples += c.samples
+    if samples + sum(failed.values()) != rows:
+        raise UserError(f"{shards_dir}: {samples} stored + {sum(failed.values())} failed != {rows} input rows")
+    shards = [{"path": f"{shards_dir.name}/{shard_name(c.shard_id)}.tar", "samples": c.samples}
+              for c in checks if c.samples > 0]
+    return {"samples": samples, "input_rows": rows, "failed": dict(sorted(failed.items())), "shards": shards}

@@ -1,0 +1,46 @@
+"""Class-name and prompt-template lists shipped as package data (pipeline/evaluate/assets).
+
+One file per list, one entry per line, in label order; templates hold `{c}` where the class name goes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+ASSETS = Path(__file__).with_name("assets")
+
+
+def available(kind: str) -> list[str]:
+    """Names of the shipped lists of one kind ('classnames' or 'templates')."""
+    return sorted(p.stem for p in (ASSETS / kind).glob("*.txt"))
+
+
+def _read_list(kind: str, name: str) -> list[str]:
+    path = ASSETS / kind / f"{name}.txt"
+    if not path.is_file():
+        known = ", ".join(available(kind)) or "none"
+        raise UserError(f"{path}: {kind}: no list named {name!r} (shipped: {known})")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    entries = [line for line in lines if line]
+    if not entries:
+        raise UserError(f"{path}: {kind}: the list is empty")
+    return entries
+
+
+def load_classnames(name: str) -> list[str]:
+    return _read_list("classnames", name)
+
+
+def load_templates(name: str) -> list[str]:
+    """Templates of a named list; each must contain `{c}` exactly once (it is filled with str.format)."""
+    templates = _read_list("templates", name)
+    path = ASSETS / "templates" / f"{name}.txt"
+    for i, template in enumerate(templates, 1):
+        if template.count("{c}") != 1:
+            raise UserError(f"{path}: templates: line {i} {template!r} must contain '{{c}}' exactly once")
+        try:
+            template.format(c="x")
+        except (IndexError, KeyError, ValueError):
+            raise UserError(f"{path}: templates: line {i} {template!r} has braces other than '{{c}}'") from None
+    return templates

@@ -1,0 +1,28 @@
+"""Classification metrics with CLIP_benchmark's meanings (acc@k over samples; recall averaged over classes)."""
+from __future__ import annotations
+
+import torch
+
+
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
+    """Fraction of samples whose target is among the k highest logits (k is capped at the class count)."""
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return (top == targets[:, None]).any(dim=1).float().mean().item()
+
+
+def mean_per_class_recall(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Recall per class, averaged over the classes present in `targets` (sklearn's balanced accuracy)."""
+    num_classes = logits.shape[1]
+    pred = logits.argmax(dim=1)
+    support = torch.bincount(targets, minlength=num_classes)
+    hits = torch.bincount(targets[pred == targets], minlength=num_classes)
+    present = support > 0
+    return (hits[present].double() / support[present].double()).mean().item()
+
+
+def classification_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    if logits.shape[0] == 0:
+        raise ValueError("no samples to score")
+    return {"acc1": topk_accuracy(logits, targets, 1), "acc5": topk_accuracy(logits, targets, 5),
+            "mean_per_class_recall": mean_per_class_recall(logits, targets)}
