@@ -10,6 +10,11 @@ STAGES = {
     "pretrain": "pipeline.train.cli",
     "finetune": "pipeline.train.cli",
     "zeroshot": "pipeline.evaluate.cli",
+    "linear-probe": "pipeline.evaluate.cli_linear",
+    "finetune-eval": "pipeline.evaluate.cli_finetune",
+    "wiseft": "pipeline.evaluate.cli_wiseft",
+    "supervised-baseline": "pipeline.evaluate.cli_supervised",
+    "retrieval": "pipeline.evaluate.cli_retrieval",
     "table": "pipeline.report.cli",
     "check-config": "pipeline.config.cli",
 }

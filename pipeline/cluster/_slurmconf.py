@@ -54,6 +54,7 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort={ports.slurmdbd}
 JobAcctGatherType=jobacct_gather/linux
+AccountingStoreFlags=job_comment
 JobCompType=jobcomp/filetxt
 JobCompLoc={root}/log/jobcomp.txt
 MailProg=/bin/true

@@ -83,10 +83,35 @@ class Evaluate:
 
 
 @dataclass(frozen=True)
+class DeclipWeights:
+    clip: float
+    nn: float
+    simsiam: float
+    mlm: float
+    filip: float
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    ssl_scale: float
+    ssl_temperature: float
+    ssl_mlp_dim: int
+    ssl_emb_dim: int
+    simsiam_dim: int
+    simsiam_pred_dim: int
+    declip_weights: DeclipWeights
+    nn_queue_size: int
+    mlm_probability: float
+    text_aug_alpha: float
+    filip_clip_weight: float
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     description: str
     method: str
+    method_options: MethodOptions
     data: Data
     model: Model
     pretrain: Stage
@@ -123,6 +148,9 @@ class Dataset:
     sources: tuple[str, ...]
     split: str
     subset: Optional[int]
+    redcaps_caption: str
+    image_root: Optional[str]
+    dataset_class: Optional[str]
     classnames: Optional[str]
     templates: Optional[str]
     img2dataset: Img2DatasetSettings

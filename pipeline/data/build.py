@@ -32,8 +32,7 @@ def build_dataset(*, dataset, data_dir: str | Path, base_dir: str | Path, stats_
     else:
         assert isinstance(result, UrlList)
         shards_dir = data_dir / "shards"
-        checks = build_shards(url_list=result.path, rows=result.rows, shards_dir=shards_dir,
-                              settings=dataset.img2dataset)
+        checks = build_shards(url_list=result, shards_dir=shards_dir, settings=dataset.img2dataset)
         stats = {"dataset": dataset.name, "kind": "image_text",
                  **aggregate(shards_dir=shards_dir, checks=checks, rows=result.rows),
                  "img2dataset": to_dict(dataset.img2dataset)}

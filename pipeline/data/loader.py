@@ -91,7 +91,7 @@ def _raw_samples(shard: Path) -> Iterator[dict]:
     corrupt shard ends early with a warning instead of stopping training."""
     try:
         with open(shard, "rb") as f:
-            stream = tariterators.tar_file_iterator(tarfile.open(fileobj=f, mode="r|*"))
+            stream = tariterators.tar_file_expander([{"stream": f, "url": str(shard)}])
             for sample in tariterators.group_by_keys(stream):
                 image_key = next((k for k in IMAGE_KEYS if k in sample), None)
                 if image_key is not None and "txt" in sample:

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..config import to_dict
 from ..errors import UserError
 from .failures import fold_status
+from .urls import UrlList
 
 SETTINGS_MARK = ".clipforge_settings"  # not *.json: img2dataset treats every *.json in the folder as a done shard
 MAX_REDO = 2
@@ -32,9 +33,9 @@ class ShardCheck:
     problem: str | None  # None = readable to the end and matching img2dataset's own count
 
 
-def img2dataset_kwargs(settings) -> dict:
+def img2dataset_kwargs(settings, extra_columns: tuple[str, ...] = ()) -> dict:
     """Our schema's img2dataset block -> img2dataset.download keyword arguments."""
-    return dict(
+    return dict(save_additional_columns=list(extra_columns) or None,
         image_size=settings.image_size, resize_mode=settings.resize_mode,
         encode_quality=settings.encode_quality, processes_count=settings.processes,
         thread_count=settings.threads, timeout=settings.timeout, retries=settings.retries,
@@ -47,24 +48,52 @@ def img2dataset_kwargs(settings) -> dict:
     )
 
 
-def run_img2dataset(*, url_list: Path, shards_dir: Path, settings) -> None:
+def connect_distributor(distributor: str) -> None:
+    """pyspark / ray must be installed (img2dataset's ray path silently does nothing without it) and,
+    on a cluster, reachable: CLIPFORGE_SPARK_MASTER (spark://host:7077) or RAY_ADDRESS (host:6379)."""
+    if distributor == "multiprocessing":
+        return
+    try:
+        module = __import__(distributor)
+    except ImportError:
+        raise UserError(f"img2dataset.distributor: {distributor} is not installed (pip install {distributor}; "
+                        f"see docs/data.md)") from None
+    if distributor == "pyspark":
+        from pyspark.sql import SparkSession
+
+        builder = SparkSession.builder.appName("clipforge-data")
+        if os.environ.get("CLIPFORGE_SPARK_MASTER"):
+            builder = builder.master(os.environ["CLIPFORGE_SPARK_MASTER"])
+        builder.getOrCreate()  # img2dataset uses the active session
+    elif not module.is_initialized():
+        module.init(address=os.environ.get("RAY_ADDRESS"))
+
+
+def run_img2dataset(*, url_list: UrlList, shards_dir: Path, settings) -> None:
     """One img2dataset call; it installs its own SIGINT handler (which exits 0), so ours is restored after."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import img2dataset
 
+    connect_distributor(settings.distributor)
     previous = signal.getsignal(signal.SIGINT)
     try:
-        img2dataset.download(url_list=str(url_list), output_folder=str(shards_dir), **img2dataset_kwargs(settings))
+        img2dataset.download(url_list=str(url_list.path), output_folder=str(shards_dir),
+                             **img2dataset_kwargs(settings, url_list.extra_columns))
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-def _settings_mark(url_list: Path, settings) -> str:
-    digest = hashlib.sha256(Path(url_list).read_bytes()).hexdigest()
-    return json.dumps({"url_list_sha256": digest, "img2dataset": to_dict(settings)}, sort_keys=True)
+def _settings_mark(url_list: UrlList, settings) -> str:
+    digest = hashlib.sha256()
+    files = sorted(url_list.path.glob("*.parquet")) if url_list.path.is_dir() else [url_list.path]
+    for path in files:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return json.dumps({"url_list_sha256": digest.hexdigest(), "img2dataset": to_dict(settings)}, sort_keys=True)
 
 
-def prepare_shards_dir(*, url_list: Path, shards_dir: Path, settings) -> None:
+def prepare_shards_dir(*, url_list: UrlList, shards_dir: Path, settings) -> None:
     """Keep earlier shards only if they came from the same url list and settings (else start over)."""
     mark = _settings_mark(url_list, settings)
     mark_path = shards_dir / SETTINGS_MARK
@@ -127,21 +156,29 @@ def remove_shard(shards_dir: Path, shard_id: int) -> None:
         (shards_dir / f"{name}{suffix}").unlink(missing_ok=True)
 
 
-def build_shards(*, url_list: Path, rows: int, shards_dir: Path, settings) -> list[ShardCheck]:
-    """Run img2dataset until every shard verifies (at most MAX_REDO reruns), returning the shard checks."""
-    expected_shards = math.ceil(rows / settings.samples_per_shard)
+def build_shards(*, url_list: UrlList, shards_dir: Path, settings) -> list[ShardCheck]:
+    """Run img2dataset until every shard verifies (at most MAX_REDO reruns), returning the shard checks.
+
+    Shards already complete from an earlier (killed) run are verified first and kept; img2dataset is only
+    started when some shard is missing or bad, and its incremental mode then fetches just those.
+    """
+    expected_shards = sum(math.ceil(rows / settings.samples_per_shard) for rows in url_list.parts)
     prepare_shards_dir(url_list=url_list, shards_dir=shards_dir, settings=settings)
-    for attempt in range(MAX_REDO + 1):
-        started = time.time()
-        run_img2dataset(url_list=url_list, shards_dir=shards_dir, settings=settings)
-        print(f"img2dataset pass {attempt + 1} took {time.time() - started:.1f}s", flush=True)
+    for attempt in range(MAX_REDO + 2):
         checks = [check_shard(shards_dir, i) for i in range(expected_shards)]
         bad = [c for c in checks if c.problem]
         if not bad:
             return checks
+        if attempt == MAX_REDO + 1:
+            break
+        print(f"{len(bad)} of {expected_shards} shards to fetch", flush=True)
         for c in bad:
-            print(f"shard {shard_name(c.shard_id)}: {c.problem}; fetching it again", flush=True)
+            if (shards_dir / f"{shard_name(c.shard_id)}_stats.json").exists():
+                print(f"shard {shard_name(c.shard_id)}: {c.problem}; fetching it again", flush=True)
             remove_shard(shards_dir, c.shard_id)
+        started = time.time()
+        run_img2dataset(url_list=url_list, shards_dir=shards_dir, settings=settings)
+        print(f"img2dataset pass {attempt + 1} took {time.time() - started:.1f}s", flush=True)
     raise UserError(f"{shards_dir}: shard {shard_name(bad[0].shard_id)} still bad after {MAX_REDO} reruns: {bad[0].problem}")
 
 

@@ -63,8 +63,11 @@ class LabelFolder(ImageFolder):
         return self._names, mapping
 
 
-def classification_dataset(stats_path: str | Path, image_size: int):
-    """(dataset yielding (image tensor, label), class names from stats.json) for a prepared dataset."""
+def classification_dataset(stats_path: str | Path, image_size: int | None = None, transform=None):
+    """(dataset yielding (image tensor, label), class names from stats.json) for a prepared dataset.
+
+    The transform is `transform` when given (training augmentation), else the eval transform at image_size.
+    """
     stats_path = Path(stats_path)
     stats = read_stats(stats_path)
     fmt = stats.get("format")
@@ -76,7 +79,9 @@ def classification_dataset(stats_path: str | Path, image_size: int):
     root = stats_path.parent / stats.get("root", "images")
     if not root.is_dir():
         raise UserError(f"{stats_path}: root: image folder {root} not found")
-    dataset = LabelFolder(str(root), classes, transform=eval_transform(image_size))
+    if transform is None:
+        transform = eval_transform(image_size)
+    dataset = LabelFolder(str(root), classes, transform=transform)
     if len(dataset) == 0:
         raise UserError(f"{stats_path}: root: no images under {root}")
     if "samples" in stats and stats["samples"] != len(dataset):

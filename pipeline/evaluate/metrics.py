@@ -8,7 +8,7 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
     """Fraction of samples whose target is among the k highest logits (k is capped at the class count)."""
     k = min(k, logits.shape[1])
     top = logits.topk(k, dim=1).indices
-    return (top == targets[:, None]).any(dim=1).float().mean().item()
+    return (top == targets[:, None]).any(dim=1).double().mean().item()
 
 
 def mean_per_class_recall(logits: torch.Tensor, targets: torch.Tensor) -> float:

@@ -42,7 +42,7 @@ class TextTransform:
         keep = self.context_length - 2
         if self.strategy == "syntax":
             from .syntax import syntax_ids
-            kept = [syntax_ids(text, tok.encode, keep) for text in texts]
+            kept = [syntax_ids(text, tok, keep) for text in texts]
         else:
             select = RANDOM_STRATEGIES[self.strategy]
             kept = [select(tok.encode(text), keep) for text in texts]

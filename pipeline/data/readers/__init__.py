@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ...errors import UserError
 from ._registry import READERS, ReaderSpec, UrlList, register, source_path
-from . import fashion_mnist, imagefolder, url_list  # noqa: F401  (register on import)
+from . import fashion_mnist, imagefolder, torchvision_sets, url_list  # noqa: F401  (register on import)
+from . import coco, conceptual, laion, redcaps, yfcc  # noqa: F401  (published metadata formats)
 
 __all__ = ["READERS", "ReaderSpec", "UrlList", "register", "source_path", "get_reader"]
 

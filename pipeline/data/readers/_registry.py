@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...errors import UserError
+from ..urls import UrlList  # noqa: F401  (re-exported: what image_text readers return)
 
 READERS: dict[str, "ReaderSpec"] = {}
 
@@ -15,13 +16,6 @@ class ReaderSpec:
     name: str
     kinds: tuple[str, ...]
     fn: Callable
-
-
-@dataclass(frozen=True)
-class UrlList:
-    """What an image_text reader hands to img2dataset: a parquet with url, caption, key columns."""
-    path: Path
-    rows: int
 
 
 def register(name: str, kinds: tuple[str, ...]):

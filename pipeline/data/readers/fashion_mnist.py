@@ -14,7 +14,7 @@ from PIL import Image
 
 from ...errors import UserError
 from ..captions import CLASSNAMES, caption_for
-from ..urls import URL_LIST, url_table, write_url_list
+from ..urls import collect, url_table
 from ._registry import UrlList, register, source_path
 
 DEMO_NPZ = Path(__file__).resolve().parents[1] / "demo" / "fashion_mnist_subset.npz"
@@ -75,6 +75,4 @@ def read_fashion_mnist(*, dataset, data_dir: Path, base_dir: Path):
     _replace_dir(tmp, source / "images")
     urls = [(source / "images" / n).as_uri() for n in names]
     captions = [caption_for(int(lab), i) for i, lab in enumerate(labels)]
-    table = url_table(urls, captions, keys=[n[:-4] for n in names])
-    rows = write_url_list(table, data_dir / URL_LIST)
-    return UrlList(data_dir / URL_LIST, rows)
+    return collect([url_table(urls, captions, keys=[n[:-4] for n in names])], data_dir=data_dir, dataset=dataset)

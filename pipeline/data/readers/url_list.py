@@ -8,7 +8,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ...errors import UserError
-from ..urls import URL_LIST, url_table, write_url_list
+from ..urls import collect, url_table
 from ._registry import UrlList, existing_file, register, require_sources
 
 
@@ -33,17 +33,14 @@ def column(table: pa.Table, name: str, path: Path) -> list[str]:
     return [("" if v is None else str(v)) for v in table.column(name).to_pylist()]
 
 
-@register("url_list", kinds=("image_text",))
-def read_url_list(*, dataset, data_dir: Path, base_dir: Path) -> UrlList:
-    require_sources(dataset)
-    urls: list[str] = []
-    captions: list[str] = []
+def _chunks(dataset, base_dir: Path):
     for source in dataset.sources:
         path = existing_file(source, base_dir, dataset)
         table = read_table(path)
-        urls += column(table, "url", path)
-        captions += column(table, "caption", path)
-    keep = [i for i, u in enumerate(urls) if u]  # a row without a url cannot be fetched: drop before sharding
-    table = url_table([urls[i] for i in keep], [captions[i] for i in keep], subset=dataset.subset)
-    rows = write_url_list(table, Path(data_dir) / URL_LIST)
-    return UrlList(Path(data_dir) / URL_LIST, rows)
+        yield url_table(column(table, "url", path), column(table, "caption", path))
+
+
+@register("url_list", kinds=("image_text",))
+def read_url_list(*, dataset, data_dir: Path, base_dir: Path) -> UrlList:
+    require_sources(dataset)
+    return collect(_chunks(dataset, base_dir), data_dir=data_dir, dataset=dataset)

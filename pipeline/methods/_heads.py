@@ -1,0 +1,102 @@
+"""Heads and state the self-supervised methods add to the towers: MLPs, synced BatchNorm, a queue.
+
+Heads are submodules of the Method (the trainer optimises and checkpoints them with the model); the
+queue is made of buffers, so it is saved in `state_dict` and a resumed run continues with it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..train.distributed import world
+
+
+def mlp(in_dim: int, hidden: int, out: int, *, layers: int, last_bn: bool) -> nn.Sequential:
+    """Linear-BN-ReLU blocks, then a last Linear (followed by a BN when `last_bn`).
+
+    SimCLR/SLIP head: 3 layers, no last BN. SimSiam projector: 3 layers with last BN; predictor:
+    2 layers without (BN on the predictor output destabilises SimSiam)."""
+    dims = [in_dim] + [hidden] * (layers - 1)
+    blocks: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        blocks += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+    blocks.append(nn.Linear(dims[-1], out))
+    if last_bn:
+        blocks.append(nn.BatchNorm1d(out))
+    return nn.Sequential(*blocks)
+
+
+class SyncBatchNorm(nn.SyncBatchNorm):
+    """torch's SyncBatchNorm, plus the CPU (gloo) case it refuses: batch statistics summed over
+    ranks with a differentiable all_reduce, so a 2-process CPU run normalises like 1 process."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or input.is_cuda or world()[1] == 1:
+            return super().forward(input)
+        from torch.distributed.nn.functional import all_reduce
+
+        x = input.float()
+        stats = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])])
+        stats = all_reduce(stats)
+        c = x.shape[1]
+        count = stats[-1]
+        mean = stats[:c] / count
+        var = (stats[c:2 * c] / count - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                unbiased = var * count / (count - 1).clamp_min(1)
+                self.running_mean.mul_(1 - m).add_(m * mean)
+                self.running_var.mul_(1 - m).add_(m * unbiased)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight + self.bias
+        return y.to(input.dtype)
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """With more than one process, BatchNorm layers normalise over the global batch (as SLIP's
+    nn.SyncBatchNorm head and DeCLIP's synced heads); identity for one process."""
+    if world()[1] == 1:
+        return module
+    module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for m in module.modules():
+        if type(m) is nn.SyncBatchNorm:
+            m.__class__ = SyncBatchNorm  # same state, forward that also works on CPU
+    return module
+
+
+class FeatureQueue(nn.Module):
+    """FIFO queue of L2-normalised features for nearest-neighbour lookup (DeCLIP's NN supervision).
+
+    Every rank pushes the *gathered* global batch, so the queue is identical on all ranks and the
+    rank-0 checkpoint restores it for every rank. Entries not yet written are never returned."""
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        self.size = int(size)
+        self.register_buffer("features", torch.zeros(self.size, dim))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def push(self, x: torch.Tensor) -> None:
+        x = F.normalize(x.detach().float(), dim=-1)[-self.size:]
+        n, ptr = x.shape[0], int(self.ptr)
+        first = min(n, self.size - ptr)
+        self.features[ptr:ptr + first] = x[:first]
+        self.features[:n - first] = x[first:]
+        self.ptr.fill_((ptr + n) % self.size)
+        self.filled.fill_(min(self.size, int(self.filled) + n))
+
+    def contents(self) -> torch.Tensor:
+        return self.features[:int(self.filled)]
+
+    @torch.no_grad()
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """For each row of x, the queued feature of highest cosine similarity ([n, dim], no grad)."""
+        bank = self.contents()
+        index = (F.normalize(x.detach().float(), dim=-1) @ bank.T).argmax(dim=1)
+        return bank[index]

@@ -1,0 +1,134 @@
+"""Loss terms shared by the methods. Global terms gather across ranks with gradients.
+
+Every global term follows clip.py's "local rows x gathered columns" form: rank r scores its own m
+rows against all N = world x m columns, targets are the columns r*m ... r*m+m-1, and the loss is the
+mean over local rows. With DDP's gradient averaging this equals the single-process loss on the global
+batch (tests/test_methods.py checks 2 processes against 1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..train.distributed import gather_with_grad, world
+from .clip import clip_logits
+
+
+def _targets(rows: int, device: torch.device) -> torch.Tensor:
+    rank, _ = world()
+    return torch.arange(rows, device=device) + rank * rows
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return (logits.argmax(dim=1) == labels).float().mean()
+
+
+def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's symmetric InfoNCE on L2-normalised embeddings (clip.py's logits); (loss, i->t acc)."""
+    logits_image, logits_text, labels = clip_logits(image, text, logit_scale)
+    loss = (F.cross_entropy(logits_image.float(), labels) + F.cross_entropy(logits_text.float(), labels)) / 2
+    return loss, _accuracy(logits_image, labels)
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SimCLR's NT-Xent over two views [m, D] each: for a row of view a, the positive is the same
+    image in view b; negatives are every other image of both views in the global batch (the row
+    itself is masked out). Mean of the a->b and b->a cross-entropies; (loss, a->b accuracy)."""
+    a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    all_a, all_b = gather_with_grad(a), gather_with_grad(b)
+    labels = _targets(a.shape[0], a.device)
+    self_mask = F.one_hot(labels, all_a.shape[0]).bool()
+    aa = (a @ all_a.T / temperature).masked_fill(self_mask, float("-inf"))
+    bb = (b @ all_b.T / temperature).masked_fill(self_mask, float("-inf"))
+    ab = a @ all_b.T / temperature
+    ba = b @ all_a.T / temperature
+    logits_a = torch.cat([ab, aa], dim=1)
+    loss = (F.cross_entropy(logits_a, labels) + F.cross_entropy(torch.cat([ba, bb], dim=1), labels)) / 2
+    return loss, _accuracy(logits_a, labels)
+
+
+def simsiam_loss(p1: torch.Tensor, z1: torch.Tensor, p2: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """SimSiam's symmetric negative cosine similarity, stop-gradient on the projections (-1 at best)."""
+    d1 = F.cosine_similarity(p1.float(), z2.detach().float(), dim=-1).mean()
+    d2 = F.cosine_similarity(p2.float(), z1.detach().float(), dim=-1).mean()
+    return -(d1 + d2) / 2
+
+
+def late_interaction(query: torch.Tensor, query_mask: torch.Tensor | None, keys: torch.Tensor,
+                     key_mask: torch.Tensor | None, chunk: int = 64) -> torch.Tensor:
+    """FILIP similarity [Bq, Bk]: for each query token its best-matching key token, averaged over
+    the query's valid tokens. Tokens are L2-normalised [B, n, D]; masks [B, n] mark valid tokens.
+    Keys are processed in chunks; `max(...).values` keeps only indices for backward, so the
+    [Bq, chunk, nq, nk] similarity block is freed after each chunk."""
+    out = []
+    for start in range(0, keys.shape[0], chunk):
+        sim = torch.einsum("qnd,kmd->qknm", query, keys[start:start + chunk])
+        if key_mask is not None:
+            sim = sim.masked_fill(~key_mask[None, start:start + chunk, None, :], float("-inf"))
+        best = sim.max(dim=-1).values  # [Bq, chunk, nq]
+        if query_mask is None:
+            out.append(best.mean(dim=-1))
+        else:
+            w = query_mask.to(best.dtype)
+            out.append((best * w[:, None, :]).sum(dim=-1) / w.sum(dim=-1)[:, None])
+    return torch.cat(out, dim=1)
+
+
+def filip_loss(image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor,
+               logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """FILIP's token-wise symmetric InfoNCE: image->text logits average, over image patches, the
+    max similarity to the caption's (non-padding) tokens; text->image average, over caption tokens,
+    the max similarity to the image's patches. (loss, i->t accuracy)."""
+    image_tokens = F.normalize(image_tokens.float(), dim=-1)
+    text_tokens = F.normalize(text_tokens.float(), dim=-1)
+    all_image, all_text = gather_with_grad(image_tokens), gather_with_grad(text_tokens)
+    all_mask = gather_with_grad(text_mask.float()) > 0.5
+    labels = _targets(image_tokens.shape[0], image_tokens.device)
+    logits_image = logit_scale * late_interaction(image_tokens, None, all_text, all_mask)
+    logits_text = logit_scale * late_interaction(text_tokens, text_mask, all_image, None)
+    loss = (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels)) / 2
+    return loss, _accuracy(logits_image, labels)
+
+
+def nn_loss(images: list[torch.Tensor], neighbours: list[torch.Tensor], logit_scale: torch.Tensor
+            ) -> torch.Tensor:
+    """DeCLIP's nearest-neighbour supervision: each local image [m, D] (normalised) should pick the
+    neighbour of its own caption among the neighbours of all global captions ([N, D] each, already
+    global). Mean cross-entropy over every (image view, neighbour set) pair."""
+    labels = _targets(images[0].shape[0], images[0].device)
+    losses = [F.cross_entropy((logit_scale * img @ nbr.to(img.dtype).T).float(), labels)
+              for img in images for nbr in neighbours]
+    return torch.stack(losses).mean()
+
+
+def mlm_corrupt(text: torch.Tensor, *, probability: float, vocab_size: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BERT-style masking of caption tokens (never SOT, EOT or padding), drawn from torch's CPU RNG
+    (checkpointed by the trainer): of the chosen tokens 80% become [MASK], 10% a random word piece
+    (ids 1 .. vocab-3: not padding/'!', SOT or EOT), 10% stay. Returns (input ids, [MASK] positions,
+    labels with -100 where no prediction is scored)."""
+    cpu = text.cpu()
+    rows, length = cpu.shape
+    eot = cpu.argmax(dim=-1)
+    pos = torch.arange(length)[None, :]
+    candidate = (pos > 0) & (pos < eot[:, None])
+    chosen = (torch.rand(rows, length) < probability) & candidate
+    roll = torch.rand(rows, length)
+    to_mask = chosen & (roll < 0.8)
+    to_random = chosen & (roll >= 0.8) & (roll < 0.9)
+    random_ids = torch.randint(1, max(2, vocab_size - 2), (rows, length))
+    input_ids = torch.where(to_random, random_ids, cpu)
+    labels = torch.where(chosen, cpu, torch.full_like(cpu, -100))
+    device = text.device
+    return input_ids.to(device), to_mask.to(device), labels.to(device)
+
+
+def mlm_loss(head: torch.nn.Module, states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the MLM head at the scored positions only (a vocab-wide logit row per
+    token would cost B x L x 49,408 floats). No scored token: a zero that still reaches the head."""
+    scored = labels != -100
+    if not bool(scored.any()):
+        return head(states[:, :1]).sum() * 0.0
+    return F.cross_entropy(head(states[scored]).float(), labels[scored])

@@ -1,0 +1,172 @@
+"""Zero-shot evaluation: metrics on hand-checked logits, prompt assets, dataset access, the CLI end to end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.errors import UserError
+from pipeline.evaluate import assets
+from pipeline.evaluate.metrics import classification_metrics, mean_per_class_recall, topk_accuracy
+
+from _eval_fixtures import save_tiny_checkpoint, write_imagefolder
+
+# 4 samples, 3 classes; rows sorted by logit: s0 [0,1,2] s1 [2,1,0] s2 [1,2,0] s3 [2,0,1]
+LOGITS = torch.tensor([[3.0, 2.0, 1.0], [0.1, 0.5, 0.9], [0.2, 0.8, 0.3], [0.6, 0.0, 0.9]])
+TARGETS = torch.tensor([0, 1, 1, 2])
+
+
+def test_topk_accuracy_hand_checked():
+    assert topk_accuracy(LOGITS, TARGETS, 1) == pytest.approx(3 / 4)   # s1 predicts 2, wrong
+    assert topk_accuracy(LOGITS, TARGETS, 2) == pytest.approx(4 / 4)   # s1's 2nd choice is 1
+    assert topk_accuracy(LOGITS[:, :2], torch.tensor([0, 0, 0, 1]), 5) == 1.0  # k capped at the class count
+
+
+def test_mean_per_class_recall_hand_checked():
+    # class 0: 1/1, class 1: 1/2 (s2 right, s1 wrong), class 2: 1/1 -> mean 5/6 (acc1 is 3/4)
+    assert mean_per_class_recall(LOGITS, TARGETS) == pytest.approx(5 / 6)
+    # a class absent from the targets does not count: only class 1 present, recall 1/2
+    assert mean_per_class_recall(LOGITS[1:3], TARGETS[1:3]) == pytest.approx(0.5)
+    metrics = classification_metrics(LOGITS, TARGETS)
+    assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"} and metrics["acc5"] == 1.0
+
+
+def test_shipped_lists():
+    assert assets.load_classnames("fashion_mnist") == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert len(assets.load_classnames("imagenet1k")) == 1000 and len(assets.load_templates("imagenet1k")) == 80
+    assert len(assets.load_classnames("cifar100")) == 100 and len(assets.load_classnames("cifar10")) == 10
+    for name in assets.available("templates"):
+        assert all(t.count("{c}") == 1 for t in assets.load_templates(name)), name
+    # OpenAI's published ImageNet names repeat two (missile 657/744, sunglasses 836/837); nothing else may
+    repeats = {"imagenet1k": 2}
+    for name in assets.available("classnames"):
+        names = assets.load_classnames(name)
+        assert len(names) - len(set(names)) == repeats.get(name, 0), f"duplicate class names in {name}"
+
+
+def test_imagenet_lists_match_open_clip():
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+    assert assets.load_classnames("imagenet1k") == list(IMAGENET_CLASSNAMES)
+    assert assets.load_templates("imagenet1k") == [t("{c}") for t in OPENAI_IMAGENET_TEMPLATES]
+
+
+def test_fashion_templates_differ_from_training_captions():
+    from pipeline.data.captions import CAPTION_PHRASINGS, CLASS_SYNONYMS
+
+    def norm(s):
+        return " ".join(s.lower().replace(".", " ").replace(",", " ").replace(":", " ").split())
+
+    templates = assets.load_templates("fashion_mnist")
+    assert {norm(t) for t in templates}.isdisjoint({norm(p) for p in CAPTION_PHRASINGS})
+    prompts = {norm(t.format(c=c)) for t in templates for c in assets.load_classnames("fashion_mnist")}
+    captions = {norm(p.format(c=s)) for p in CAPTION_PHRASINGS for syn in CLASS_SYNONYMS for s in syn}
+    assert prompts.isdisjoint(captions)
+
+
+def test_unknown_list_and_bad_template(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="no list named 'nope'.*fashion_mnist"):
+        assets.load_classnames("nope")
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "bad.txt").write_text("a photo of {}.\n")
+    monkeypatch.setattr(assets, "ASSETS", tmp_path)
+    with pytest.raises(UserError, match="line 1"):
+        assets.load_templates("bad")
+
+
+def test_text_classifier_is_renormalised_template_mean():
+    from pipeline.evaluate.zeroshot import text_classifier
+    from pipeline.models import create_model, tokenizer
+    from _eval_fixtures import TINY_CONFIG
+
+    torch.manual_seed(0)
+    model = create_model(TINY_CONFIG).eval()
+    tok = tokenizer(12)
+    names, templates = ["cat", "dog", "boot"], ["a {c}.", "itap of a {c}."]
+    weights = text_classifier(model, tok, names, templates)
+    assert weights.shape == (16, 3)
+    with torch.no_grad():
+        for j, name in enumerate(names):
+            emb = F.normalize(model.encode_text(tok([t.format(c=name) for t in templates])), dim=-1).mean(0)
+            assert torch.allclose(weights[:, j], emb / emb.norm(), atol=1e-5)
+
+
+def test_dataset_labels_come_from_folder_names(tmp_path):
+    from pipeline.evaluate.datasets import classification_dataset
+
+    stats = write_imagefolder(tmp_path / "d", ["a", "b", "c"], per_class=2, empty=(1,))
+    dataset, classes = classification_dataset(stats, image_size=16)
+    assert classes == ["a", "b", "c"] and len(dataset) == 4
+    assert sorted(label for _, label in dataset.samples) == [0, 0, 2, 2]  # class 1 empty: 2 keeps its label
+    image, _ = dataset[0]
+    assert image.shape == (3, 16, 16)  # grayscale 20 px -> RGB, resized and center-cropped to the model's size
+
+
+def test_dataset_errors(tmp_path):
+    from pipeline.evaluate.datasets import classification_dataset
+
+    with pytest.raises(UserError, match="stats.json: dataset stats not found"):
+        classification_dataset(tmp_path / "stats.json", 16)
+    stats = write_imagefolder(tmp_path / "d", ["a", "b"], per_class=1)
+    (tmp_path / "d" / "images" / "001" / "00000.png").write_bytes(b"not a png")
+    dataset, _ = classification_dataset(stats, 16)
+    with pytest.raises(UserError, match="00000.png: unreadable image"):
+        [dataset[i] for i in range(len(dataset))]
+    (tmp_path / "d" / "images" / "007").mkdir()
+    with pytest.raises(UserError, match="007: folder is not a label"):
+        classification_dataset(stats, 16)
+
+
+def _dataset_config(config_dir, name, classnames="fashion_mnist", templates="fashion_mnist"):
+    (config_dir / "datasets").mkdir(parents=True, exist_ok=True)
+    (config_dir / "datasets" / f"{name}.yaml").write_text(
+        f"kind: classification\nreader: imagefolder\nclassnames: {classnames}\ntemplates: {templates}\n")
+
+
+def test_zeroshot_cli_writes_clip_benchmark_json(tmp_path):
+    from pipeline.__main__ import main
+
+    ckpt = save_tiny_checkpoint(tmp_path / "results" / "tiny" / "finetune" / "final.pt")
+    stats = write_imagefolder(tmp_path / "data" / "fm", assets.load_classnames("fashion_mnist"), per_class=2)
+    _dataset_config(tmp_path / "config", "fm")
+    out = tmp_path / "results" / "tiny" / "eval" / "finetune" / "zeroshot" / "fm.json"
+    argv = ["zeroshot", "--checkpoint", str(ckpt), "--dataset", "fm", "--data", str(stats), "--out", str(out),
+            "--batch-size", "7", "--workers", "0", "--config-dir", str(tmp_path / "config")]
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    assert set(record) == {"dataset", "model", "pretrained", "task", "metrics", "language", "checkpoint"}
+    assert (record["dataset"], record["model"], record["task"], record["checkpoint"], record["language"]) == (
+        "fm", "tiny", "zeroshot_classification", "finetune", "en")
+    assert record["pretrained"] == str(ckpt)
+    m = record["metrics"]
+    assert set(m) == {"acc1", "acc5", "mean_per_class_recall"}
+    # balanced classes: mean per-class recall equals acc1; top-5 of 10 classes covers at least top-1
+    assert m["mean_per_class_recall"] == pytest.approx(m["acc1"]) and m["acc1"] <= m["acc5"] <= 1.0
+    assert [p.name for p in out.parent.iterdir()] == ["fm.json"]  # no temp file left behind
+
+
+def test_zeroshot_cli_bad_inputs(tmp_path, capsys):
+    from pipeline.__main__ import main
+
+    ckpt = save_tiny_checkpoint(tmp_path / "c" / "final.pt")
+    stats = write_imagefolder(tmp_path / "data" / "three", ["a", "b", "c"], per_class=1)
+    _dataset_config(tmp_path / "config", "three")
+    _dataset_config(tmp_path / "config", "unknown_lists", classnames="no_such_list")
+    base = ["zeroshot", "--out", str(tmp_path / "r.json"), "--config-dir", str(tmp_path / "config")]
+    cases = [
+        (["--checkpoint", str(tmp_path / "missing.pt"), "--dataset", "three", "--data", str(stats)],
+         "missing.pt: checkpoint not found"),
+        (["--checkpoint", str(ckpt), "--dataset", "three", "--data", str(tmp_path / "none" / "stats.json")],
+         "stats.json: dataset stats not found"),
+        (["--checkpoint", str(ckpt), "--dataset", "unknown_lists", "--data", str(stats)],
+         "no list named 'no_such_list'"),
+        (["--checkpoint", str(ckpt), "--dataset", "three", "--data", str(stats)],  # 3 classes vs 10 names
+         "3 classes, but class-name list 'fashion_mnist' has 10"),
+    ]
+    for args, message in cases:
+        assert main(base + args) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

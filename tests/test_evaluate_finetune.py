@@ -1,0 +1,113 @@
+"""FT-CLIP (timm ViT from CLIP weights, layer decay, EMA, DeepSpeed on CPU), WiSE-FT, ResNet-50 baseline.
+
+DeepSpeed runs for real, in subprocesses (so no process group leaks into other tests): one process with
+ZeRO 1, two processes under torchrun with ZeRO 2. Its first start on a machine compiles an op (~2 min).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pipeline.evaluate.finetune.ftclip import layer_decay_groups
+from pipeline.evaluate.finetune.vit import clip_to_timm
+from pipeline.evaluate.finetune.wiseft import interpolate
+from pipeline.models import create_model
+
+from _eval_fixtures import TINY_CONFIG, save_tiny_checkpoint, write_digits_imagefolder
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    ENV.pop(key, None)
+
+
+def _run(args, timeout=600):
+    proc = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("quick_gelu", [False, True])
+def test_timm_vit_reproduces_clip_logits(quick_gelu):
+    cfg = {**TINY_CONFIG, "quick_gelu": quick_gelu}
+    torch.manual_seed(0)
+    clip = create_model(cfg).eval()
+    head = torch.randn(5, cfg["embed_dim"])
+    vit = clip_to_timm(clip, cfg, head).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(vit(x), clip.encode_image(x, normalize=True) @ head.T, atol=1e-5)
+
+
+def test_layer_decay_scales_and_interpolation():
+    vit = clip_to_timm(create_model(TINY_CONFIG), TINY_CONFIG, torch.randn(3, 16))
+    groups = layer_decay_groups(vit, weight_decay=0.05, layer_decay=0.6)
+    scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]} if "param_names" in groups[0] else None
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    named = dict(vit.named_parameters())
+    # 1 block: stem (patch/pos/cls/norm_pre) = layer 0, block 0 = layer 1, final norm/head = layer 2
+    assert by_param[id(named["pos_embed"])]["lr_scale"] == pytest.approx(0.36)
+    assert by_param[id(named["blocks.0.attn.qkv.weight"])]["lr_scale"] == pytest.approx(0.6)
+    assert by_param[id(named["head.classes.weight"])]["lr_scale"] == 1.0
+    assert by_param[id(named["blocks.0.attn.qkv.bias"])]["weight_decay"] == 0.0
+    assert by_param[id(named["blocks.0.attn.qkv.weight"])]["weight_decay"] == 0.05
+    a, b = {"w": torch.zeros(2), "n": torch.tensor(3)}, {"w": torch.ones(2), "n": torch.tensor(7)}
+    assert torch.equal(interpolate(a, b, 0.25)["w"], torch.full((2,), 0.25)) and interpolate(a, b, 0.25)["n"] == 7
+    del scale
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    (root / "config" / "datasets").mkdir(parents=True)
+    (root / "config" / "datasets" / "digits.yaml").write_text(
+        "kind: classification\nreader: imagefolder\nclassnames: mnist\ntemplates: mnist\n")
+    return {"root": root, "train": write_digits_imagefolder(root / "train", range(0, 160)),
+            "test": write_digits_imagefolder(root / "test", range(1600, 1660)),
+            "ckpt": save_tiny_checkpoint(root / "ck" / "final.pt", stage="finetune")}
+
+
+def _ft_args(d, out, extra=()):
+    return ["finetune-eval", "--checkpoint", str(d["ckpt"]), "--dataset", "digits", "--train-data", str(d["train"]),
+            "--test-data", str(d["test"]), "--out", str(out), "--config-dir", str(d["root"] / "config"),
+            "--epochs", "2", "--batch-size", "32", "--lr", "1e-3", "--warmup-epochs", "0.5", "--ema-decay", "0.9",
+            "--eval-batch-size", "64", *extra]
+
+
+def test_finetune_one_process_then_wiseft(digits):
+    d, root = digits, digits["root"]
+    _run([sys.executable, "-m", "pipeline", *_ft_args(d, root / "ft.json", ["--zero-stage", "1", "--save-model",
+                                                                          str(root / "ft.pt")])])
+    ft = json.loads((root / "ft.json").read_text())
+    assert ft["task"] == "finetune_classification" and len(ft["history"]) == 2
+    m = ft["metrics"]
+    assert {"acc1", "acc5", "mean_per_class_recall", "ema_acc1", "best_epoch", "best_ema_epoch"} <= set(m)
+    assert m["best_acc1"] == max(h["test"]["acc1"] for h in ft["history"]) and m["best_epoch"] in (1, 2)
+    assert m["acc1"] > 0.2  # digits learn fast from the zero-shot start (chance is 0.1)
+    _run([sys.executable, "-m", "pipeline", "zeroshot", "--checkpoint", str(d["ckpt"]), "--dataset", "digits",
+          "--data", str(d["test"]), "--out", str(root / "zs.json"), "--config-dir", str(root / "config")])
+    _run([sys.executable, "-m", "pipeline", "wiseft", "--checkpoint", str(d["ckpt"]), "--finetuned",
+          str(root / "ft.pt"), "--dataset", "digits", "--test-data", str(d["test"]), "--out", str(root / "w.json"),
+          "--plot", str(root / "w.png"), "--alphas", "0", "0.5", "1", "--config-dir", str(root / "config")])
+    w = json.loads((root / "w.json").read_text())["metrics"]
+    zs = json.loads((root / "zs.json").read_text())["metrics"]
+    assert w["acc1@alpha=0"] == pytest.approx(zs["acc1"])    # alpha 0 is the zero-shot classifier itself
+    assert w["acc1@alpha=1"] == pytest.approx(m["acc1"])     # alpha 1 is the fine-tuned model
+    assert w["acc1"] == w["acc1@alpha=0.5"] and (root / "w.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_finetune_two_processes_zero2_and_resnet_baseline(digits):
+    d, root = digits, digits["root"]
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0", "-m", "pipeline",
+          *_ft_args(d, root / "ft2.json", ["--zero-stage", "2", "--epochs", "1", "--randaugment", ""])])
+    ft2 = json.loads((root / "ft2.json").read_text())
+    assert len(ft2["history"]) == 1 and 0 <= ft2["metrics"]["acc1"] <= 1
+    _run([sys.executable, "-m", "pipeline", "supervised-baseline", "--dataset", "digits", "--train-data",
+          str(d["train"]), "--test-data", str(d["test"]), "--out", str(root / "rn.json"), "--epochs", "1",
+          "--batch-size", "32", "--image-size", "32", "--eval-batch-size", "64", "--experiment", "tiny"])
+    rn = json.loads((root / "rn.json").read_text())
+    assert (rn["checkpoint"], rn["pretrained"], rn["model"]) == ("resnet50", "random init", "tiny")

@@ -1,0 +1,330 @@
+"""Methods beyond CLIP: loss terms against hand-computed values, tower features, gradient flow to
+every head, queue checkpointing, caption/image augmentation, and 2 gloo processes == 1 process."""
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from pipeline.config import ConfigError
+from pipeline.data.views import augment_caption, augment_captions, make_views, view_transform
+from pipeline.methods import available, create_method
+from pipeline.methods._heads import FeatureQueue, mlp
+from pipeline.methods._losses import (clip_loss, filip_loss, late_interaction, mlm_corrupt, mlm_loss, nn_loss,
+                                      nt_xent, simsiam_loss)
+from pipeline.methods._options import resolve_options
+from pipeline.methods._towers import encode_image_parts, encode_text_parts, text_token_mask
+from pipeline.models import create_model
+
+TINY = {"embed_dim": 16,
+        "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+        "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+SMALL_HEADS = {"ssl_mlp_dim": 32, "ssl_emb_dim": 8, "simsiam_dim": 16, "simsiam_pred_dim": 8, "nn_queue_size": 64}
+NEW_METHODS = ["simclr", "slip", "declip", "filip", "defilip"]
+SOT, EOT = 49406, 49407
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return create_model(TINY)
+
+
+def make_batch(rows=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(1, 49000, (rows, 8), generator=g)
+    lengths = torch.randint(3, 8, (rows,), generator=g)  # EOT position
+    for i, eot in enumerate(lengths.tolist()):
+        text[i, 0], text[i, eot] = SOT, EOT
+        text[i, eot + 1:] = 0
+    return {"image": torch.randn(rows, 3, 16, 16, generator=g), "text": text,
+            "views": torch.randn(rows, 2, 3, 16, 16, generator=g),
+            "text_aug": text[:, [0, 2, 1, 3, 4, 5, 6, 7]].clone()}
+
+
+def ce(logits, label):
+    return -logits[label] + math.log(sum(math.exp(v) for v in logits))
+
+
+# ---------------------------------------------------------------- loss terms, hand-computed
+
+
+def test_clip_loss_hand_computed():
+    eye = torch.eye(2)
+    loss, acc = clip_loss(eye, eye, torch.tensor(1.0))
+    assert loss.item() == pytest.approx(math.log((math.e + 1) / math.e), abs=1e-6)
+    assert acc.item() == 1.0
+
+
+def test_nt_xent_hand_computed():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # normalised inside: the same directions
+    loss, acc = nt_xent(a, b, temperature=1.0)
+    # row 0 of a: [a.b0, a.b1, (a.a0 masked), a.a1] = [1, 0, -inf, 0]; every row alike
+    assert loss.item() == pytest.approx(ce([1.0, 0.0, 0.0], 0), abs=1e-6)
+    assert acc.item() == 1.0
+    loss_t, _ = nt_xent(a, b, temperature=0.5)
+    assert loss_t.item() == pytest.approx(ce([2.0, 0.0, 0.0], 0), abs=1e-6)
+
+
+def test_simsiam_hand_computed_and_stop_gradient():
+    p1 = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    z1 = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    p2 = torch.tensor([[0.0, 1.0]], requires_grad=True)
+    z2 = torch.tensor([[2.0, 0.0]], requires_grad=True)
+    loss = simsiam_loss(p1, z1, p2, z2)  # -(cos(p1,z2) + cos(p2,z1)) / 2 = -(1 + 0) / 2
+    assert loss.item() == pytest.approx(-0.5)
+    loss.backward()
+    assert z1.grad is None and z2.grad is None and p2.grad is not None
+
+
+def test_late_interaction_and_filip_hand_computed():
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    image = torch.stack([torch.stack([e1, e2]), torch.stack([e1, e1])])  # [2 images, 2 patches, 2]
+    text = torch.stack([torch.stack([e1, e2]), torch.stack([e2, e1])])  # caption 1's 2nd token is padding
+    mask = torch.tensor([[True, True], [True, False]])
+    i2t = late_interaction(image, None, text, mask)
+    t2i = late_interaction(text, mask, image, None)
+    assert torch.allclose(i2t, torch.tensor([[1.0, 0.5], [1.0, 0.0]]))
+    assert torch.allclose(t2i, torch.tensor([[1.0, 0.5], [1.0, 0.0]]))
+    loss, acc = filip_loss(image, text, mask, torch.tensor(2.0))
+    expected = (ce([2.0, 1.0], 0) + ce([2.0, 0.0], 1)) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert acc.item() == 0.5  # image 1 scores caption 0 (logit 2) above its own caption (0)
+    chunked = late_interaction(image, None, text, mask, chunk=1)
+    assert torch.allclose(chunked, i2t)
+
+
+def test_nn_loss_hand_computed():
+    images = [torch.eye(2)]
+    neighbours = [torch.tensor([[1.0, 0.0], [1.0, 0.0]])]  # both captions' neighbour is e1
+    loss = nn_loss(images, neighbours, torch.tensor(1.0))
+    # image 0: logits [1, 1] target 0; image 1: logits [0, 0] target 1
+    assert loss.item() == pytest.approx((ce([1.0, 1.0], 0) + ce([0.0, 0.0], 1)) / 2, abs=1e-6)
+
+
+def test_mlm_corrupt_spares_special_tokens_and_splits_80_10_10():
+    torch.manual_seed(0)
+    text = torch.randint(1, 40000, (400, 40))
+    text[:, 0], text[:, 30], text[:, 31:] = SOT, EOT, 0
+    torch.manual_seed(1)
+    ids, replace, labels = mlm_corrupt(text, probability=0.5, vocab_size=49408)
+    chosen = labels != -100
+    assert not chosen[:, 0].any() and not chosen[:, 30:].any()
+    assert torch.equal(labels[chosen], text[chosen])
+    assert torch.equal(ids[~chosen], text[~chosen]) and not replace[~chosen].any()
+    n = chosen.sum().item()
+    assert n / (400 * 29) == pytest.approx(0.5, abs=0.02)
+    assert replace.sum().item() / n == pytest.approx(0.8, abs=0.02)
+    changed = (ids != text) & chosen & ~replace
+    assert changed.sum().item() / n == pytest.approx(0.1, abs=0.02)
+    assert int(ids[changed].max()) < SOT and int(ids[changed].min()) >= 1
+    torch.manual_seed(1)
+    again = mlm_corrupt(text, probability=0.5, vocab_size=49408)
+    assert all(torch.equal(x, y) for x, y in zip(again, (ids, replace, labels)))
+
+
+def test_mlm_loss_hand_computed():
+    head = torch.nn.Linear(3, 4)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    states = torch.randn(2, 5, 3)
+    labels = torch.full((2, 5), -100)
+    labels[0, 1], labels[1, 3] = 2, 0
+    assert mlm_loss(head, states, labels).item() == pytest.approx(math.log(4))
+    zero = mlm_loss(head, states, torch.full((2, 5), -100))
+    zero.backward()
+    assert zero.item() == 0.0 and head.weight.grad is not None
+
+
+# ---------------------------------------------------------------- towers, options, augmentations
+
+
+def test_tower_parts_equal_open_clip_encoders():
+    model, batch = tiny_model(), make_batch()
+    parts = encode_image_parts(model, batch["image"])
+    assert torch.allclose(parts.embed, model.encode_image(batch["image"]), atol=1e-6)
+    assert parts.tokens.shape == (4, 4, 32) and parts.pooled.shape == (4, 32)
+    embed, states = encode_text_parts(model, batch["text"])
+    assert torch.allclose(embed, model.encode_text(batch["text"]), atol=1e-6)
+    assert states.shape == (4, 8, 32)
+    mask = text_token_mask(batch["text"])
+    assert mask[:, 0].all() and mask.sum(1).tolist() == (batch["text"].argmax(1) + 1).tolist()
+
+
+def test_options_come_from_the_schema_and_bad_ones_fail():
+    opts = resolve_options({"ssl_scale": 0.5})
+    assert opts["ssl_scale"] == 0.5 and opts["ssl_temperature"] == 0.1 and opts["nn_queue_size"] == 65536
+    assert opts["declip_weights"] == {"clip": 0.4, "nn": 0.2, "simsiam": 0.2, "mlm": 0.2, "filip": 0.2}
+    with pytest.raises(ConfigError, match="method_options.ssl_tmp"):
+        resolve_options({"ssl_tmp": 0.1})
+    with pytest.raises(ConfigError, match="method_options.mlm_probability"):
+        resolve_options({"mlm_probability": 1.5})
+
+
+def test_registry_and_loader_hooks():
+    assert set(NEW_METHODS) <= set(available())
+    model = tiny_model()
+    for name in NEW_METHODS:
+        method = create_method(name, model, SMALL_HEADS)
+        assert method.image_views == (0 if name == "filip" else 2)
+        assert method.text_augment == (name in ("declip", "defilip"))
+
+
+def test_views_and_caption_augmentation_are_seeded():
+    from PIL import Image
+    image = Image.new("RGB", (40, 30), (200, 30, 30))
+    transform = view_transform(image_size=16)
+    torch.manual_seed(3)
+    views = make_views(image, transform, 2)
+    torch.manual_seed(3)
+    assert views.shape == (2, 3, 16, 16) and torch.equal(views, make_views(image, transform, 2))
+    caption = "a small red car parked next to an old stone wall"
+    torch.manual_seed(5)
+    out = augment_captions([caption] * 50, alpha=0.2)
+    torch.manual_seed(5)
+    assert out == augment_captions([caption] * 50, alpha=0.2)
+    words = caption.split()
+    assert any(o != caption for o in out)
+    for o in out:  # a swap keeps the words, a deletion keeps a sub-sequence
+        w = o.split()
+        assert sorted(w) == sorted(words) or (len(w) < len(words) and all(x in words for x in w))
+    assert augment_caption("word", alpha=0.5) == "word"
+
+
+def test_feature_queue_wraps_and_restores_through_state_dict():
+    q = FeatureQueue(5, 2)
+    q.push(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+    assert int(q.filled) == 3 and int(q.ptr) == 3
+    q.push(torch.tensor([[-1.0, 0.0], [0.0, -1.0], [3.0, 0.0]]))  # wraps: last row overwrites slot 0
+    assert int(q.filled) == 5 and int(q.ptr) == 1
+    assert torch.allclose(q.features[0], torch.tensor([1.0, 0.0]))
+    assert torch.allclose(q.nearest(torch.tensor([[0.1, -5.0]])), torch.tensor([[0.0, -1.0]]))
+    fresh = FeatureQueue(5, 2)
+    fresh.load_state_dict(q.state_dict())
+    assert torch.equal(fresh.features, q.features) and int(fresh.ptr) == 1 and int(fresh.filled) == 5
+
+
+def test_declip_queue_resumes_from_state_dict():
+    model, batch = tiny_model(), make_batch()
+    method = create_method("declip", model, SMALL_HEADS)
+    method(model, batch)
+    assert int(method.queue.filled) == 8  # caption + augmented caption of 4 rows
+    state = {k: v.clone() for k, v in method.state_dict().items()}
+    assert {"queue.features", "queue.ptr", "queue.filled"} <= set(state)
+    torch.manual_seed(7)
+    expected = method(model, batch)["nn_loss"]
+    resumed = create_method("declip", model, SMALL_HEADS)
+    resumed.load_state_dict(state)
+    torch.manual_seed(7)
+    assert resumed(model, batch)["nn_loss"].item() == pytest.approx(expected.item(), abs=1e-6)
+    assert expected.item() > 0
+
+
+# ---------------------------------------------------------------- gradients reach every head
+
+
+@pytest.mark.parametrize("name", NEW_METHODS)
+def test_gradients_flow_to_every_trained_parameter(name):
+    model, batch = tiny_model(), make_batch()
+    method = create_method(name, model, SMALL_HEADS)
+    for _ in range(2):  # the second step has a filled NN queue
+        model.zero_grad()
+        method.zero_grad()
+        out = method(model, batch)
+        out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    missing = [n for n, p in list(model.named_parameters()) + list(method.named_parameters())
+               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"{name}: no gradient for {missing}"
+    text_params = [p for n, p in model.named_parameters() if not n.startswith("visual.")]
+    if name == "simclr":  # image tower only
+        assert not any(p.requires_grad for p in text_params)
+        assert not model.visual.proj.requires_grad
+    else:
+        assert all(p.requires_grad for p in text_params)
+
+
+def test_zero_weight_terms_build_no_head():
+    model = tiny_model()
+    opts = dict(SMALL_HEADS, declip_weights={"mlm": 0, "nn": 0})
+    method = create_method("declip", model, opts)
+    assert not hasattr(method, "mlm_head") and not hasattr(method, "queue")
+    out = method(model, make_batch())
+    assert "mlm_loss" not in out and "nn_loss" not in out
+    assert out["loss"].item() == pytest.approx(0.4 * out["clip_loss"].item() + 0.2 * out["simsiam_loss"].item(),
+                                               abs=1e-5)
+
+
+# ---------------------------------------------------------------- 2 gloo processes == 1 process
+
+# methods whose every term is global (MLM is per-rank by nature: its masks come from each rank's RNG)
+DIST_CASES = {"simclr": {}, "slip": {}, "filip": {}, "declip": {"declip_weights": {"mlm": 0}},
+              "defilip": {"declip_weights": {"mlm": 0}}}
+
+
+def run_steps(name, model_state, batch, options, steps=2):
+    """Losses of `steps` forward passes and the gradients (model + heads) of the last one."""
+    model = tiny_model()
+    model.load_state_dict(model_state)
+    torch.manual_seed(11)
+    method = create_method(name, model, dict(SMALL_HEADS, **options))
+    losses = []
+    for _ in range(steps):
+        model.zero_grad()
+        method.zero_grad()
+        out = method(model, batch)
+        out["loss"].backward()
+        losses.append(out["loss"].detach())
+    grads = {n: p.grad.clone() for n, p in list(model.named_parameters()) + [("method." + n, p) for n, p in
+             method.named_parameters()] if p.grad is not None}
+    return torch.stack(losses), grads
+
+
+def _worker(rank, world_size, port, folder):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    for turn in range(world_size):  # one rank at a time registers the config file with open_clip
+        if turn == rank:
+            tiny_model()
+        dist.barrier()
+    shared = torch.load(os.path.join(folder, "shared.pt"), weights_only=True)
+    rows = shared["batch"]["image"].shape[0] // world_size
+    local = {k: v[rank * rows:(rank + 1) * rows] for k, v in shared["batch"].items()}
+    results = {}
+    for name, options in DIST_CASES.items():
+        losses, grads = run_steps(name, shared["model"], local, options)
+        dist.all_reduce(losses)
+        for g in grads.values():  # what DDP does: average gradients over ranks
+            dist.all_reduce(g)
+            g /= world_size
+        results[name] = {"losses": losses / world_size, "grads": grads}
+    if rank == 0:
+        torch.save(results, os.path.join(folder, "dist.pt"))
+    dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    model_state, batch = tiny_model().state_dict(), make_batch(rows=8)
+    torch.save({"model": model_state, "batch": batch}, tmp_path / "shared.pt")
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    dist_results = torch.load(tmp_path / "dist.pt", weights_only=True)
+    for name, options in DIST_CASES.items():
+        losses, grads = run_steps(name, model_state, batch, options)
+        got = dist_results[name]
+        assert torch.allclose(got["losses"], losses, atol=1e-5), (name, got["losses"], losses)
+        assert set(got["grads"]) == set(grads), name
+        for key, grad in grads.items():  # float32 noise only (BN statistics summed in another order)
+            scale = max(1.0, grad.abs().max().item())
+            assert (got["grads"][key] - grad).abs().max().item() <= 1e-4 * scale, (name, key)

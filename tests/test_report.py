@@ -1,0 +1,82 @@
+"""Results tables: rows per checkpoint, columns per (task, dataset), published numbers, bad inputs."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from pipeline.__main__ import main
+
+EXPERIMENT = """\
+description: tiny table test
+data: {train: fashion_mnist_demo}
+model: {name: ViT-B-32}
+evaluate: {zeroshot: [fm, other]}
+published:
+  finetune: {zeroshot: {fm: 68.3}}
+"""
+
+
+def _result(path, checkpoint, dataset, acc1, model="E", task="zeroshot_classification"):
+    path.write_text(json.dumps({"dataset": dataset, "model": model, "pretrained": f"results/E/{checkpoint}/final.pt",
+                                "task": task, "language": "en", "checkpoint": checkpoint,
+                                "metrics": {"acc1": acc1, "acc5": 0.9, "mean_per_class_recall": acc1}}))
+    return str(path)
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    path = tmp_path / "E.yaml"
+    path.write_text(EXPERIMENT)
+    return str(path)
+
+
+def test_table_and_csv(tmp_path, experiment):
+    results = [_result(tmp_path / "a.json", "finetune", "fm", 0.71234),
+               _result(tmp_path / "b.json", "pretrain", "fm", 0.5),
+               _result(tmp_path / "c.json", "pretrain", "other", 0.25)]
+    out, out_csv = tmp_path / "t" / "E.table", tmp_path / "t" / "E.csv"
+    assert main(["table", "--experiment", experiment, "--results", *results, "--out", str(out),
+                 "--csv", str(out_csv)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "# E" and "tiny table test" in lines
+    header = lines.index("| checkpoint | 0-shot fm | 0-shot other |")
+    assert lines[header + 2] == "| pretrain | 50.00 | 25.00 |"          # pretrain first whatever the input order
+    assert lines[header + 3] == "| finetune | 71.23 (68.3) | – |"       # ours (paper); no result -> dash
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert [(r["checkpoint"], r["dataset"], r["ours_percent"], r["paper_percent"]) for r in rows] == [
+        ("pretrain", "fm", "50.0000", ""), ("pretrain", "other", "25.0000", ""), ("finetune", "fm", "71.2340", "68.3")]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["E.csv", "E.table"]
+
+
+def test_published_without_result_gets_its_row(tmp_path, experiment):
+    out = tmp_path / "E.table"
+    assert main(["table", "--experiment", experiment, "--results",
+                 _result(tmp_path / "b.json", "pretrain", "fm", 0.5), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[-2:] == ["| pretrain | 50.00 |", "| finetune | – (68.3) |"]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda p: p.unlink(), "r.json: result file not found"),
+    (lambda p: p.write_text("{"), "r.json: not valid JSON"),
+    (lambda p: p.write_text(json.dumps({"dataset": "fm"})), "r.json: model: missing"),
+    (lambda p: _result(p, "pretrain", "fm", 0.5, model="someone_else"), "r.json: model: result of experiment"),
+    (lambda p: _result(p, "pretrain", "fm", 0.5, task="captioning"), "r.json: task: 'captioning' has no table column"),
+])
+def test_bad_results(tmp_path, experiment, capsys, mutate, message):
+    path = tmp_path / "r.json"
+    _result(path, "pretrain", "fm", 0.5)
+    mutate(path)
+    assert main(["table", "--experiment", experiment, "--results", str(path), "--out", str(tmp_path / "E.table")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "E.table").exists()
+
+
+def test_duplicate_result(tmp_path, experiment, capsys):
+    a = _result(tmp_path / "a.json", "pretrain", "fm", 0.5)
+    b = _result(tmp_path / "b.json", "pretrain", "fm", 0.6)
+    assert main(["table", "--experiment", experiment, "--results", a, b, "--out", str(tmp_path / "E.table")]) == 2
+    assert "b.json: duplicates" in capsys.readouterr().err

@@ -1,0 +1,233 @@
+"""SLURM operations: the profile installer, the test cluster, and workflows run through `sbatch`.
+
+The cluster tests start a real one-node SLURM (munge, MariaDB + slurmdbd, slurmctld, slurmd) once per
+session via pipeline.cluster.testcluster; they skip, saying why, when not root or when the Debian
+packages are missing and cannot be installed. Job states are read back with `sacct`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cluster import _system as sysx
+from pipeline.cluster import install_profile as ip
+from pipeline.cluster import testcluster
+from pipeline.cluster._slurmconf import Ports, node_line, slurm_conf
+from pipeline.cluster.plan import describe, parse_dry_run, sbatch_options
+from pipeline.errors import UserError
+from pipeline.workflow import WorkflowConfig
+
+REPO = Path(__file__).resolve().parents[1]
+HELPERS = REPO / "tests" / "cluster"
+# the plugin's defaults poll every 40 s at first; tests poll every second
+FAST = ["--seconds-between-status-checks", "1", "--slurm-init-seconds-before-status-checks", "1",
+        "--latency-wait", "5"]
+
+
+# ---------------------------------------------------------------- profile installer (no cluster needed)
+def test_profile_renders_requested_settings(tmp_path):
+    target = ip.install_profile(dest=tmp_path / "slurm", partition="gpu-a100", account="proj_42",
+                                gpu_type="a100", gpu_partition="gpu", max_jobs=7, qos="high")
+    profile = yaml.safe_load(target.read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["jobs"] == 7
+    # resource values are Python expressions for Snakemake: names with '-' must stay strings
+    assert profile["default-resources"]["slurm_partition"] == "'gpu-a100'"
+    assert profile["default-resources"]["slurm_account"] == "'proj_42'"
+    assert profile["slurm-qos"] == "high"
+    assert profile["config"] == {"slurm_gpu_type": "a100"}
+    assert profile["set-resources"] == {r: {"slurm_partition": "'gpu'"} for r in ("pretrain", "finetune")}
+    assert profile["retries"] >= 1 and profile["rerun-incomplete"] is True and profile["latency-wait"] >= 30
+
+
+def test_profile_optional_settings_absent(tmp_path):
+    profile = yaml.safe_load(ip.render_profile(partition="debug", account="root"))
+    for key in ("slurm-qos", "config", "set-resources"):
+        assert key not in profile
+    assert profile["jobs"] == 100
+
+
+def test_profile_default_destination_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert ip.main(["--partition", "debug", "--account", "root"]) == 0
+    written = tmp_path / "xdg" / "snakemake" / "slurm" / "config.yaml"
+    assert "--partition debug --account root" in written.read_text()
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert ip.default_dest() == tmp_path / "home" / ".config" / "snakemake" / "slurm"
+
+
+def test_profile_rejects_bad_input_and_keeps_other_profile(tmp_path):
+    with pytest.raises(UserError, match="--account: 'a b'"):
+        ip.render_profile(partition="debug", account="a b")
+    with pytest.raises(UserError, match="--max-jobs"):
+        ip.render_profile(partition="debug", account="root", max_jobs=0)
+    ip.install_profile(dest=tmp_path, partition="debug", account="root")
+    with pytest.raises(UserError, match="--force"):
+        ip.install_profile(dest=tmp_path, partition="other", account="root")
+    ip.install_profile(dest=tmp_path, partition="other", account="root", force=True)
+    assert "'other'" in (tmp_path / "config.yaml").read_text()
+
+
+# ---------------------------------------------------------------- test-cluster pieces (no cluster needed)
+def test_slurm_conf_for_one_node(tmp_path):
+    node = node_line("NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 "
+                     "RealMemory=24105\nUpTime=0-01:00:00\n")
+    assert node.endswith("RealMemory=21694")
+    conf = slurm_conf(cluster="c", host="vm", node=node, partition="debug", root=tmp_path, ports=Ports())
+    assert "SlurmctldHost=vm(127.0.0.1)" in conf
+    assert "AccountingStorageType=accounting_storage/slurmdbd" in conf  # the plugin polls sacct
+    assert "AccountingStoreFlags=job_comment" in conf  # sacct shows the rule in the comment
+    assert re.search(r"PartitionName=debug .*DefMemPerCPU=\d+", conf)
+    assert f"StateSaveLocation={tmp_path}/state" in conf
+
+
+def test_recorded_pids_and_process_names(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "pids").write_text(f"python {os.getpid()}\nslurmd 999999999\n")
+    assert testcluster.recorded_pids(tmp_path) == [("python", os.getpid()), ("slurmd", 999999999)]
+    assert sysx.process_name(999999999) is None
+    me = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    assert sysx.process_name(os.getpid()) == me
+    # a PID whose process has another name is never signalled
+    assert "not running" in sysx.terminate("slurmd", os.getpid())
+
+
+# ---------------------------------------------------------------- dry run: what a cluster run would ask for
+def _placeholder_sources(workdir: Path, wf: WorkflowConfig, datasets) -> None:
+    """Empty stand-ins for downloaded source files (a dry run never reads them)."""
+    for name in datasets:
+        for src in wf.dataset_sources(name):
+            path = workdir / src
+            if path.suffix:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+
+
+def _gpus_per_node(resources: dict) -> int:
+    """GPUs per node however a rule asks: gpu=N, --gpus-per-node in slurm_extra, or gres=gpu[:type]:N."""
+    if "gpu" in resources:
+        return int(resources["gpu"])
+    match = (re.search(r"--gpus-per-node=(?:\w+:)?(\d+)", str(resources.get("slurm_extra", "")))
+             or re.search(r"gpu(?::\w+)?:(\d+)", str(resources.get("gres", ""))))
+    return int(match.group(1)) if match else 0
+
+
+def test_dry_run_shows_sbatch_resources_of_clipa(tmp_path):
+    name = "clipa_l16_i37_t8"
+    wf = WorkflowConfig()
+    exp = wf.experiment(name)
+    _placeholder_sources(tmp_path, wf, [exp.data.train, *exp.evaluate.zeroshot])
+    ip.install_profile(dest=tmp_path / "xdg" / "snakemake" / "slurm", partition="gpu", account="proj",
+                       gpu_type="a100")
+    env = {**snakemake_env(), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}  # `--profile slurm` is found there
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "slurm", "-s", str(REPO / "Snakefile"),
+                           f"results/{name}.table"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert re.search(r"Using profiles? slurm", out)
+    jobs = parse_dry_run(out)
+    assert {"data", "pretrain", "finetune", "zeroshot", "table"} <= {j.rule for j in jobs}
+    for job in jobs:  # every job carries the profile's account and partition and a time limit
+        assert (job.resources["slurm_account"], job.resources["slurm_partition"]) == ("proj", "gpu"), job
+        assert job.resources["runtime"] >= 1
+    for stage in ("pretrain", "finetune"):
+        res = exp.stage(stage).resources
+        job = next(j for j in jobs if j.rule == stage)
+        assert job.resources["nodes"] == res.nodes and job.resources["mem_mb"] == res.mem_mb
+        assert job.resources["runtime"] == res.runtime_min  # first attempt; retries ask for more
+        assert _gpus_per_node(job.resources) == res.gpus_per_node == 8
+        flags = sbatch_options(job)
+        assert f"-t {res.runtime_min}" in flags and f"--nodes={res.nodes}" in flags
+        assert f"--cpus-per-task={res.cpus_per_task}" in flags and re.search(r"--gpus(-per-node)?=(a100:)?8", flags)
+        print(describe(job))
+
+
+# ---------------------------------------------------------------- the cluster
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A running one-node SLURM for the whole session (about 10 s to start once packages are there)."""
+    reason = sysx.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    base = Path(tempfile.mkdtemp(prefix="clipforge-slurm-test-"))
+    missing = sysx.missing_packages()
+    try:
+        cluster = testcluster.start(base=base)
+    except sysx.ClusterError as exc:
+        if missing and "apt-get" in str(exc):
+            pytest.skip(f"could not install SLURM packages {missing}: {exc}")
+        raise
+    yield cluster
+    testcluster.stop(base=base, clean=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_profile(slurm_cluster, tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("profile") / "slurm"
+    ip.install_profile(dest=dest, partition=slurm_cluster.partition, account=slurm_cluster.account, max_jobs=4)
+    return dest
+
+
+def snakemake_env() -> dict:
+    env = dict(sysx.clean_env())
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # jobs get our venv (--export=ALL)
+    env.update(NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return env
+
+
+def run_snakemake(args: list[str], *, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=snakemake_env(), capture_output=True, text=True, timeout=timeout)
+    (cwd / "snakemake.out").write_text(proc.stdout + proc.stderr)
+    return proc
+
+
+def run_id(output: str) -> str:
+    """The plugin names every job of one Snakemake run after the run id it logs."""
+    return re.search(r"SLURM run ID: (\S+)", output).group(1)
+
+
+def sacct_jobs(name: str) -> list[dict]:
+    """Allocations (not steps) whose job name is `name`, oldest first."""
+    fields = ["JobID", "JobName", "Comment", "State", "ExitCode", "Timelimit", "ReqTRES", "NNodes"]
+    out = sysx.run(["sacct", "-n", "-P", "-X", "-S", "now-1days", "--name", name,
+                    "-o", ",".join(f"{f}%200" for f in fields)]).stdout
+    return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.slurm
+def test_cluster_runs_and_accounts_a_job(slurm_cluster, tmp_path):
+    assert testcluster.running(slurm_cluster.base) == slurm_cluster
+    out = sysx.run(["sbatch", "--parsable", "-A", slurm_cluster.account, "-p", slurm_cluster.partition,
+                    "-J", "clipforge-smoke", "-o", str(tmp_path / "%j.out"), "--wrap", "srun -n1 hostname"]).stdout
+    job = out.strip().split(";")[0]
+    sysx.wait_for(lambda: [j["State"] for j in sacct_jobs("clipforge-smoke")] == ["COMPLETED"],
+                  timeout=30, what="the smoke job in sacct")
+    assert (tmp_path / f"{job}.out").read_text().strip() == slurm_cluster.host
+
+
+@pytest.mark.slurm
+def test_workflow_jobs_go_through_sbatch_with_rule_resources(slurm_profile, tmp_path):
+    t0 = time.monotonic()
+    proc = run_snakemake(["--profile", str(slurm_profile), "--snakefile", str(HELPERS / "Snakefile"), *FAST,
+                          "--retries", "0", "--config", "steps=2"], cwd=tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = {j["Comment"]: j for j in sacct_jobs(run_id(proc.stderr))}
+    assert set(jobs) == {"rule_env", "rule_steps"}
+    assert all(j["State"] == "COMPLETED" for j in jobs.values()), jobs
+    env = dict(kv.split("=") for kv in (tmp_path / "out" / "env.txt").read_text().split())
+    assert env["job"] == jobs["rule_env"]["JobID"] and env["cpus"] == "2"
+    assert "cpu=2" in jobs["rule_env"]["ReqTRES"] and "mem=200M" in jobs["rule_env"]["ReqTRES"]
+    assert jobs["rule_env"]["Timelimit"] == "00:05:00"
+    print(f"two-job workflow through SLURM: {time.monotonic() - t0:.1f} s")

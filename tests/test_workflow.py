@@ -1,0 +1,103 @@
+"""The Snakemake wiring: fingerprints, parse-time config checks, the DAG of a dry run, quoting."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.workflow import WorkflowConfig, requested
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def copy_config(tmp_path) -> Path:
+    dest = tmp_path / "config"
+    shutil.copytree(REPO / "config", dest)
+    return dest
+
+
+def dry_run(target, config_dir=None, extra=()):
+    cmd = SNAKEMAKE + ["-n", "-s", str(REPO / "Snakefile"), "--directory", str(REPO), target, *extra]
+    if config_dir is not None:
+        cmd += ["--config", f"config_dir={config_dir}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_requested_targets():
+    names, datasets = requested(["results/demo.table", "results/x/pretrain/final.pt", "data/cc3m/stats.json",
+                                 "results/tables/g.table", "--cores"])
+    assert names == ["demo", "x"]
+    assert datasets == ["cc3m"]
+
+
+def test_fingerprints_separate_training_from_evaluation(tmp_path):
+    config_dir = copy_config(tmp_path)
+    wf = WorkflowConfig(config_dir)
+    before = {s: wf.fingerprint("demo", s) for s in ("pretrain", "finetune", "table")}
+    path = config_dir / "experiments" / "demo.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["evaluate"]["batch_size"] = 7
+    path.write_text(yaml.safe_dump(raw))
+    after_eval = {s: WorkflowConfig(config_dir).fingerprint("demo", s) for s in before}
+    assert after_eval == before  # an evaluation setting never retrains
+    raw["finetune"]["lr"] = 1e-5
+    path.write_text(yaml.safe_dump(raw))
+    after_ft = {s: WorkflowConfig(config_dir).fingerprint("demo", s) for s in before}
+    assert after_ft["pretrain"] == before["pretrain"]
+    assert after_ft["finetune"] != before["finetune"]
+    assert json.loads(after_ft["finetune"])["finetune"]["lr"] == 1e-5
+
+
+def test_resources_grow_with_attempt():
+    wf = WorkflowConfig()
+    first, second = wf.resources("demo", "pretrain", 1), wf.resources("demo", "pretrain", 2)
+    assert second["runtime"] == 2 * first["runtime"]
+    assert first["nodes"] == 1 and "gpu" not in first
+
+
+def test_dry_run_shows_the_whole_chain():
+    result = dry_run("results/demo.table")
+    assert result.returncode == 0, result.stderr + result.stdout
+    out = result.stdout + result.stderr
+    for rule in ("data", "pretrain", "finetune", "zeroshot", "table"):
+        assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
+
+
+def test_one_stage_is_its_own_target():
+    result = dry_run("results/demo/pretrain/final.pt")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert "rule pretrain:" in out and "rule finetune:" not in out and "rule zeroshot:" not in out
+
+
+def test_unknown_experiment_is_one_line_listing_the_known_ones():
+    result = dry_run("results/no_such_experiment.table")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "no_such_experiment" in errors[0] and "demo" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_config_stops_before_any_job(tmp_path):
+    config_dir = copy_config(tmp_path)
+    path = config_dir / "experiments" / "demo.yaml"
+    path.write_text(path.read_text().replace("batch_size: 128", "batch_size: many", 1))
+    result = dry_run("results/demo.table", config_dir)
+    assert result.returncode != 0
+    assert f"error: {path}: pretrain.batch_size: 'many' is not of type 'integer'" in result.stderr
+
+
+def test_values_reach_the_shell_quoted(tmp_path):
+    """A config value with a space and a ';' must arrive as one argument, never run as shell."""
+    config_dir = tmp_path / "my config;touch HACKED"
+    shutil.copytree(REPO / "config", config_dir)
+    result = dry_run("results/demo/pretrain/final.pt", config_dir, extra=("--printshellcmds",))
+    assert result.returncode == 0, result.stderr
+    assert "'" + str(config_dir / "experiments" / "demo.yaml") + "'" in result.stdout
