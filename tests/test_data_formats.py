@@ -104,20 +104,24 @@ def test_format_errors_are_one_line(tmp_path, reader, sources, needle):
     assert "\n" not in str(info.value)
 
 
-def test_coco_end_to_end_keeps_captions_in_shards(tmp_path, site):
-    """Through img2dataset: extra columns (all captions) land in each sample's json."""
+def test_coco_end_to_end_keeps_captions_in_shards(tmp_path, site, monkeypatch):
+    """Through img2dataset: extra columns (all captions) land in each sample's json, and a url list in
+    several part files gives shards numbered as our stats expect."""
     import webdataset as wds
+
+    monkeypatch.setattr("pipeline.data.urls.TARGET_PART_ROWS", 4)
 
     expected = write_coco(tmp_path / "captions.json", site["base"], site["names"])
     (tmp_path / "config" / "datasets").mkdir(parents=True)
     (tmp_path / "config" / "datasets" / "coco_t.yaml").write_text(yaml.safe_dump({
         "kind": "image_text", "reader": "coco", "sources": ["captions.json"],
-        "img2dataset": {"image_size": 16, "threads": 4, "samples_per_shard": 5}}))
+        "img2dataset": {"image_size": 16, "threads": 4, "samples_per_shard": 2}}))
     out = tmp_path / "data" / "coco_t" / "stats.json"
     assert pipeline_main(["data", "--dataset", "coco_t", "--out", str(out),
                           "--config-dir", str(tmp_path / "config")]) == 0
     stats = json.loads(out.read_text())
-    assert stats["samples"] == N and stats["failed"] == {} and len(stats["shards"]) == 2
+    assert stats["samples"] == N and stats["failed"] == {} and len(stats["shards"]) == N // 2
+    assert len(list((out.parent / "source" / "urls").glob("part-*.parquet"))) == 2
     seen = {}
     for sample in wds.WebDataset([str(out.parent / s["path"]) for s in stats["shards"]], shardshuffle=False):
         meta = json.loads(sample["json"])

@@ -16,7 +16,7 @@ from _data_fixtures import make_images
 from pipeline.__main__ import main as pipeline_main
 from pipeline.data.localserver import serve_directory
 
-ROWS, PER_SHARD = 40, 4
+ROWS, PER_SHARD = 24, 4
 
 
 def shard_urls(tar_path: Path) -> list[str]:
@@ -34,20 +34,20 @@ def test_killed_download_resumes_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "data" / "inc" / "stats.json"
     argv = ["data", "--dataset", "inc", "--out", str(out), "--config-dir", str(tmp_path / "config")]
     shards = out.parent / "shards"
-    with serve_directory(tmp_path / "site", max_seconds=150, delay=0.1) as base:
+    with serve_directory(tmp_path / "site", max_seconds=150, delay=0.15) as base:
         (tmp_path / "urls.csv").write_text("url,caption\n" + "".join(f"{base}/{n},cap {n}\n" for n in names))
         env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", *argv], env=env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.time() + 90
-            while len(list(shards.glob("*_stats.json"))) < 3 and time.time() < deadline and proc.poll() is None:
+            while len(list(shards.glob("*_stats.json"))) < 2 and time.time() < deadline and proc.poll() is None:
                 time.sleep(0.05)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole group: main process, pool worker, logger
             proc.wait()
         done = {p.name[:5]: (shards / f"{p.name[:5]}.tar").stat().st_mtime_ns for p in shards.glob("*_stats.json")}
-        assert 3 <= len(done) < ROWS // PER_SHARD, f"kill did not land mid-way ({len(done)} shards done)"
+        assert 2 <= len(done) < ROWS // PER_SHARD, f"kill did not land mid-way ({len(done)} shards done)"
         assert not out.exists()
 
         assert pipeline_main(argv) == 0

@@ -128,3 +128,35 @@ def test_failure_reasons(message, reason):
 
 def test_fold_status_drops_success_and_merges():
     assert fold_status({"success": 5, "HTTP Error 404: Not Found": 2, "HTTP Error 404: Gone": 1}) == {"http_404": 3}
+
+
+def test_url_list_writer_parts_subset_and_layout(tmp_path):
+    from pipeline.data.urls import UrlListWriter, url_table
+
+    def chunk(start, n):
+        return url_table([f"http://x/{i}" if i % 7 else "" for i in range(start, start + n)],
+                         [f"c{i}" for i in range(start, start + n)])
+
+    writer = UrlListWriter(tmp_path, samples_per_shard=4, subset=17, target_part_rows=10)
+    assert writer.add(chunk(0, 12)) and not writer.add(chunk(12, 30))  # subset reached in the 2nd chunk
+    url_list = writer.close()
+    assert url_list.parts == (8, 8, 1) and url_list.rows == 17  # parts hold whole shards (8 = 2 x 4)
+    assert url_list.path == tmp_path / "source" / "urls"
+    captions = [c for p in sorted(url_list.path.glob("*.parquet")) for c in pq.read_table(p)["caption"].to_pylist()]
+    assert len(captions) == 17 and "c0" not in captions and "c7" not in captions  # empty urls dropped
+    small = UrlListWriter(tmp_path, samples_per_shard=4)
+    small.add(chunk(1, 3))
+    again = small.close()
+    assert again.path == tmp_path / "source" / "urls.parquet" and not url_list.path.exists()
+
+
+def test_distributor_without_its_package_is_one_line_error():
+    import importlib.util
+
+    from pipeline.data.shards import connect_distributor
+
+    connect_distributor("multiprocessing")
+    for name in ("ray", "pyspark"):
+        if importlib.util.find_spec(name) is None:
+            with pytest.raises(UserError, match=f"img2dataset.distributor: {name} is not installed"):
+                connect_distributor(name)

@@ -9,10 +9,10 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, load_experiment
 from pipeline.data.views import augment_caption, augment_captions, make_views, view_transform
 from pipeline.methods import available, create_method
-from pipeline.methods._heads import FeatureQueue, mlp
+from pipeline.methods._heads import FeatureQueue
 from pipeline.methods._losses import (clip_loss, filip_loss, late_interaction, mlm_corrupt, mlm_loss, nn_loss,
                                       nt_xent, simsiam_loss)
 from pipeline.methods._options import resolve_options
@@ -158,6 +158,8 @@ def test_options_come_from_the_schema_and_bad_ones_fail():
     opts = resolve_options({"ssl_scale": 0.5})
     assert opts["ssl_scale"] == 0.5 and opts["ssl_temperature"] == 0.1 and opts["nn_queue_size"] == 65536
     assert opts["declip_weights"] == {"clip": 0.4, "nn": 0.2, "simsiam": 0.2, "mlm": 0.2, "filip": 0.2}
+    typed = load_experiment("demo_declip").method_options  # what the trainer holds: a frozen dataclass
+    assert resolve_options(typed)["simsiam_dim"] == typed.simsiam_dim == 256
     with pytest.raises(ConfigError, match="method_options.ssl_tmp"):
         resolve_options({"ssl_tmp": 0.1})
     with pytest.raises(ConfigError, match="method_options.mlm_probability"):

@@ -231,3 +231,114 @@ def test_workflow_jobs_go_through_sbatch_with_rule_resources(slurm_profile, tmp_
     assert "cpu=2" in jobs["rule_env"]["ReqTRES"] and "mem=200M" in jobs["rule_env"]["ReqTRES"]
     assert jobs["rule_env"]["Timelimit"] == "00:05:00"
     print(f"two-job workflow through SLURM: {time.monotonic() - t0:.1f} s")
+
+
+# ---------------------------------------------------------------- the demo workflow on the cluster
+def _tiny_demo_config(dest: Path) -> Path:
+    """A copy of config/ whose demo trains for a few steps on a few hundred images."""
+    import shutil
+
+    shutil.copytree(REPO / "config", dest)
+    path = dest / "experiments" / "demo.yaml"
+    exp = yaml.safe_load(path.read_text())
+    # pretrain: 12 steps, a checkpoint every 3, so there is something to resume from when it is cancelled
+    exp["pretrain"].update(epochs=None, samples=32 * 12, batch_size=32, warmup_steps=1, checkpoint_every=3,
+                           log_every=1)
+    exp["finetune"].update(epochs=None, samples=32, batch_size=32, warmup_steps=0, checkpoint_every=1,
+                           log_every=1)
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    for name, subset in (("fashion_mnist_demo", 128), ("fashion_mnist_demo_test", 100)):
+        ds_path = dest / "datasets" / f"{name}.yaml"
+        ds = yaml.safe_load(ds_path.read_text())
+        ds["subset"] = subset
+        ds_path.write_text(yaml.safe_dump(ds, sort_keys=False))
+    return dest
+
+
+def _squeue_job(comment_prefix: str) -> str | None:
+    out = sysx.run(["squeue", "-h", "-o", "%i|%k"], check=False).stdout
+    return next((i for i, k in (line.split("|", 1) for line in out.splitlines() if "|" in line)
+                 if k.startswith(comment_prefix)), None)
+
+
+def _cancel_pretrain_after_first_checkpoint(work: Path, proc: subprocess.Popen, timeout: float) -> dict:
+    """Wait for pretrain's first resumable checkpoint, then `scancel` its SLURM job mid-run."""
+    ckpts = work / "results" / "demo" / "pretrain" / "checkpoints"
+    end = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < end:
+        saved = sorted(ckpts.glob("step_*.pt"))
+        job = _squeue_job("rule_pretrain") if saved else None
+        if job:
+            sysx.run(["scancel", job])
+            return {"job": job, "saved": saved[-1].name}
+        time.sleep(0.5)
+    return {}
+
+
+@pytest.fixture(scope="module")
+def demo_run(slurm_profile, tmp_path_factory):
+    """`snakemake --profile <slurm> results/demo.table` with --retries 1; pretrain is cancelled once."""
+    work = tmp_path_factory.mktemp("demo")
+    config_dir = _tiny_demo_config(work / "config")
+    cmd = [sys.executable, "-m", "snakemake", "--profile", str(slurm_profile), "-s", str(REPO / "Snakefile"),
+           "results/demo.table", *FAST, "--retries", "1",
+           "--config", f"config_dir={config_dir}", f"python={sys.executable}"]
+    t0 = time.monotonic()
+    with open(work / "snakemake.out", "w") as out:
+        proc = subprocess.Popen(cmd, cwd=work, env=snakemake_env(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            cancelled = _cancel_pretrain_after_first_checkpoint(work, proc, timeout=400)
+            proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+    text = (work / "snakemake.out").read_text()
+    print(f"demo workflow through SLURM (pretrain cancelled once): {time.monotonic() - t0:.1f} s")
+    jobs = sacct_jobs(run_id(text)) if "SLURM run ID" in text else []
+    return {"work": work, "rc": proc.returncode, "out": text, "cancelled": cancelled, "jobs": jobs}
+
+
+def _rule(comment: str) -> str:
+    return re.match(r"rule_(.+?)(?:_wildcards_.*)?$", comment).group(1)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_demo_runs_every_job_through_sbatch(demo_run):
+    assert demo_run["rc"] == 0, demo_run["out"][-4000:]
+    work = demo_run["work"]
+    assert (work / "results" / "demo.table").is_file()
+    completed = [j for j in demo_run["jobs"] if j["State"] == "COMPLETED"]
+    by_rule: dict[str, list[str]] = {}
+    for job in completed:
+        by_rule.setdefault(_rule(job["Comment"]), []).append(job["Comment"])
+    # table is a localrule (runs beside Snakemake); every other rule ran as a SLURM job
+    assert sorted(by_rule) == ["data", "finetune", "pretrain", "zeroshot"], demo_run["jobs"]
+    assert len(by_rule["data"]) == 2 and len(by_rule["zeroshot"]) == 2
+    assert all(j["ExitCode"] == "0:0" for j in completed)
+    assert "rule table" not in " ".join(j["Comment"] for j in demo_run["jobs"])
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_demo_cancelled_pretrain_resumes_from_its_checkpoint(demo_run):
+    cancelled = demo_run["cancelled"]
+    assert cancelled, "pretrain finished before it could be cancelled"
+    pretrain = [j for j in demo_run["jobs"] if _rule(j["Comment"]) == "pretrain"]
+    assert [j["State"].split()[0] for j in pretrain] == ["CANCELLED", "COMPLETED"], pretrain
+    assert pretrain[0]["JobID"] == cancelled["job"]
+    # the retry asked for twice the time limit (runtime grows with the attempt)
+    minutes = [int(j["Timelimit"].split(":")[0]) * 60 + int(j["Timelimit"].split(":")[1]) for j in pretrain]
+    assert minutes[1] == 2 * minutes[0]
+    log = (demo_run["work"] / "logs" / "demo" / "pretrain.log").read_text()
+    resumed = re.search(r"resuming from \S+step_(\d+)\.pt", log)
+    assert resumed, log[-3000:]
+    step = int(resumed.group(1))
+    assert step >= int(re.search(r"\d+", cancelled["saved"]).group())
+    after = log[resumed.end():]
+    first_step = int(re.search(r"^step (\d+)/", after, re.M).group(1))
+    assert first_step == step + 1  # continued, not restarted from step 1
+    metrics = [yaml.safe_load(line)["step"] for line in
+               (demo_run["work"] / "results" / "demo" / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics == sorted(set(metrics)) and metrics[-1] == 12

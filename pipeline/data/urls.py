@@ -49,12 +49,14 @@ class UrlListWriter:
     """Collect reader output chunk by chunk, cut it into parts, stop at `subset`, place it atomically."""
 
     def __init__(self, data_dir: str | Path, *, samples_per_shard: int, subset: int | None = None,
-                 target_part_rows: int = TARGET_PART_ROWS):
+                 target_part_rows: int | None = None):
         self.data_dir = Path(data_dir)
         (self.data_dir / "source").mkdir(parents=True, exist_ok=True)
-        self.part_rows = samples_per_shard * max(1, target_part_rows // samples_per_shard)
+        target = TARGET_PART_ROWS if target_part_rows is None else target_part_rows
+        self.part_rows = samples_per_shard * max(1, target // samples_per_shard)
         self.subset = subset
         self.tmp = Path(tempfile.mkdtemp(prefix=".urls.", dir=self.data_dir / "source"))
+        self.tmp.chmod(0o755)  # mkdtemp makes it private; it becomes source/urls when there are parts
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
         self.parts: list[int] = []
@@ -87,6 +89,8 @@ class UrlListWriter:
         table = pa.concat_tables(self.pending)
         pq.write_table(table.slice(0, rows), self.tmp / f"part-{len(self.parts):05d}.parquet")
         self.parts.append(rows)
+        if rows == self.part_rows:  # progress for long lists: one line per full part
+            print(f"url list: {sum(self.parts)} rows in {len(self.parts)} parts so far", flush=True)
         rest = table.slice(rows)
         self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 

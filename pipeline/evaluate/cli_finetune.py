@@ -79,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
     # which Pillow >= 10 rejects (ValueError) -- the cap changes only the rare draws above 9
     p.add_argument("--randaugment", default="rand-m9-mstd0.5-inc1-mmax9", help="timm RandAugment policy ('' = off)")
     p.add_argument("--reprob", type=float, default=0.25, help="random erasing probability")
+    p.add_argument("--crop-min", type=float, default=0.08, help="smallest RandomResizedCrop area fraction")
     p.add_argument("--config-dir", default=None, help="folder holding datasets/NAME.yaml (class names, templates)")
     return p
 
@@ -89,7 +90,7 @@ def main(argv: list[str]) -> int:
     loaded = load_for_eval(args.checkpoint)
     size = image_size_of(loaded.model_config)
     train_set, classes = classification_dataset(args.train_data, transform=train_transform(
-        image_size=size, randaugment=args.randaugment, reprob=args.reprob))
+        image_size=size, randaugment=args.randaugment, reprob=args.reprob, scale=(args.crop_min, 1.0)))
     test_set, test_classes = classification_dataset(args.test_data, size)
     if classes != test_classes:
         raise UserError(f"{args.test_data}: classes: differ from {args.train_data}'s (same label space needed)")

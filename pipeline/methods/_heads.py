@@ -27,19 +27,19 @@ def mlp(in_dim: int, hidden: int, out: int, *, layers: int, last_bn: bool) -> nn
     return nn.Sequential(*blocks)
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """torch's SyncBatchNorm, plus the CPU (gloo) case it refuses: batch statistics summed over
-    ranks with a differentiable all_reduce, so a 2-process CPU run normalises like 1 process."""
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over the global batch on CPU processes (gloo), where torch's SyncBatchNorm refuses to
+    run (and DDP refuses to wrap it): per-feature sums over ranks through a differentiable all_reduce,
+    so 2 CPU processes normalise exactly like 1. Same state as BatchNorm1d: checkpoints stay portable."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not self.training or input.is_cuda or world()[1] == 1:
+        if not self.training or world()[1] == 1:
             return super().forward(input)
         from torch.distributed.nn.functional import all_reduce
 
         x = input.float()
-        stats = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])])
-        stats = all_reduce(stats)
         c = x.shape[1]
+        stats = all_reduce(torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([x.shape[0]])]))
         count = stats[-1]
         mean = stats[:c] / count
         var = (stats[c:2 * c] / count - mean * mean).clamp_min(0)
@@ -47,9 +47,8 @@ class SyncBatchNorm(nn.SyncBatchNorm):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                unbiased = var * count / (count - 1).clamp_min(1)
                 self.running_mean.mul_(1 - m).add_(m * mean)
-                self.running_var.mul_(1 - m).add_(m * unbiased)
+                self.running_var.mul_(1 - m).add_(m * var * count / (count - 1).clamp_min(1))
         y = (x - mean) * torch.rsqrt(var + self.eps)
         if self.affine:
             y = y * self.weight + self.bias
@@ -57,14 +56,16 @@ class SyncBatchNorm(nn.SyncBatchNorm):
 
 
 def sync_batchnorm(module: nn.Module) -> nn.Module:
-    """With more than one process, BatchNorm layers normalise over the global batch (as SLIP's
-    nn.SyncBatchNorm head and DeCLIP's synced heads); identity for one process."""
+    """With more than one process, BatchNorm layers normalise over the global batch (SLIP's and DeCLIP's
+    heads are synced): torch.nn.SyncBatchNorm.convert_sync_batchnorm when training runs on GPUs (the
+    trainer's device rule: CUDA whenever available), GlobalBatchNorm1d on CPU. Identity for one process."""
     if world()[1] == 1:
         return module
-    module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if torch.cuda.is_available():
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for m in module.modules():
-        if type(m) is nn.SyncBatchNorm:
-            m.__class__ = SyncBatchNorm  # same state, forward that also works on CPU
+        if type(m) is nn.BatchNorm1d:
+            m.__class__ = GlobalBatchNorm1d  # same state, forward that syncs over gloo
     return module
 
 

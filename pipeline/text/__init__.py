@@ -20,7 +20,7 @@ STRATEGIES = ("truncate", "random", "block", "syntax")
 
 @functools.lru_cache(maxsize=1)
 def _bpe():
-    """open_clip's BPE tokenizer, built once per process (we only use encode and the SOT/EOT ids)."""
+    """open_clip's BPE tokenizer, built once per process (encode, its BPE tables for the syntax mask, SOT/EOT)."""
     from ..models.factory import tokenizer
     return tokenizer(77)
 
@@ -34,6 +34,9 @@ class TextTransform:
         check_length(context_length)
         self.strategy = strategy
         self.context_length = context_length
+        if strategy == "syntax":  # load now: a missing tagger fails early, and forked loader workers inherit it
+            from .syntax import load_tagger
+            load_tagger()
 
     def __call__(self, texts: list[str]) -> torch.LongTensor:
         if isinstance(texts, str):

@@ -38,7 +38,8 @@ def require_sources(dataset, count: int | None = None) -> None:
     n = len(dataset.sources)
     if n == 0 or (count is not None and n != count):
         need = "at least one" if count is None else str(count)
-        raise UserError(f"dataset {dataset.name}: sources: reader {dataset.reader} needs {need} source file(s), got {n}")
+        raise UserError(f"dataset {dataset.name}: sources: reader {dataset.reader} needs {need} source file(s), "
+                        f"got {n}")
 
 
 def existing_file(source: str, base_dir: Path, dataset) -> Path:

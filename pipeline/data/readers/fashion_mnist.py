@@ -14,8 +14,8 @@ from PIL import Image
 
 from ...errors import UserError
 from ..captions import CLASSNAMES, caption_for
-from ..urls import collect, url_table
-from ._registry import UrlList, register, source_path
+from ..urls import UrlList, collect, url_table
+from ._registry import register, source_path
 
 DEMO_NPZ = Path(__file__).resolve().parents[1] / "demo" / "fashion_mnist_subset.npz"
 
@@ -43,6 +43,7 @@ def _write_pngs(images: np.ndarray, paths: list[Path]) -> None:
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
+    tmp.chmod(0o755)  # mkdtemp makes it private; the data folder is shared with other users and jobs
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -56,7 +57,7 @@ def _npz_path(dataset, base_dir: Path) -> Path:
 
 
 @register("fashion_mnist_demo", kinds=("image_text", "classification"))
-def read_fashion_mnist(*, dataset, data_dir: Path, base_dir: Path):
+def read_fashion_mnist(*, dataset, data_dir: Path, base_dir: Path) -> UrlList | dict:
     images, labels = load_split(_npz_path(dataset, base_dir), dataset.split, dataset.subset)
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,8 @@ def index_imagefolder(root: Path) -> tuple[list[str], int]:
 def read_imagefolder(*, dataset, data_dir: Path, base_dir: Path) -> dict:
     require_sources(dataset, 1)
     if dataset.subset is not None:
-        raise UserError(f"dataset {dataset.name}: subset: the imagefolder reader uses the folder as it is (remove subset)")
+        raise UserError(f"dataset {dataset.name}: subset: the imagefolder reader uses the folder as it is "
+                        f"(remove subset)")
     root = existing_file(dataset.sources[0], base_dir, dataset).resolve()
     if not root.is_dir():
         raise UserError(f"{root}: not a folder (dataset {dataset.name}, field sources)")
