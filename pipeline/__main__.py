@@ -16,6 +16,7 @@ STAGES = {
     "supervised-baseline": "pipeline.evaluate.cli_supervised",
     "retrieval": "pipeline.evaluate.cli_retrieval",
     "table": "pipeline.report.cli",
+    "table-group": "pipeline.report.cli",
     "check-config": "pipeline.config.cli",
 }
 

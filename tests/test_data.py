@@ -180,3 +180,26 @@ def test_unknown_dataset_names_known_ones(tmp_path, capsys):
     assert pipeline_main(argv) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "exists" in err
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_walker_reads_long_names_and_rejects_bad_headers(tmp_path, fmt):
+    path = tmp_path / "a.tar"
+    names = ["d" * 60 + "/" + "e" * 50 + "/k1.jpg", "k1.txt", "k2.jpg", "k2.json", "k3.txt"]
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 700
+            tar.addfile(info, io.BytesIO(b"z" * 700))
+    assert tar_samples(path) == 2
+    data = bytearray(path.read_bytes())
+    data[512 * 4 + 3] ^= 0xFF  # inside a later header (or its data: then the count still holds)
+    path.write_bytes(bytes(data))
+    try:
+        assert tar_samples(path) == 2
+    except tarfile.ReadError as exc:
+        assert "checksum" in str(exc)
+    data[0] ^= 0xFF  # the first header's name: always a checksum error
+    path.write_bytes(bytes(data))
+    with pytest.raises(tarfile.ReadError, match="checksum"):
+        tar_samples(path)

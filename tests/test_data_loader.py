@@ -86,3 +86,19 @@ def test_bad_stats_name_file_and_field(tmp_path):
     stats.write_text(json.dumps(dict(raw, kind="classification")))
     with pytest.raises(UserError, match="kind"):
         read_stats(stats)
+
+
+def test_method_hooks_add_views_and_augmented_captions(stats):
+    from pipeline.data.views import CaptionAugmenter, ViewMaker
+
+    def hooked(workers):
+        return build_train_loader(stats_path=stats, image_size=12, scale=(0.5, 1.0), color_jitter=0,
+                                  text_transform=build_text_transform("truncate", 10), batch_size=4, rank=0,
+                                  world_size=1, seed=0, workers=workers,
+                                  view_maker=ViewMaker(views=2, image_size=12),
+                                  caption_augmenter=CaptionAugmenter(alpha=0.5))
+
+    a, b = list(hooked(0).epoch(0, start_batch=5)), list(hooked(2).epoch(0, start_batch=5))
+    assert a[0]["views"].shape == (4, 2, 3, 12, 12) and a[0]["text_aug"].shape == (4, 10)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in ("image", "views", "text", "text_aug"))
+    assert not torch.equal(a[0]["views"][:, 0], a[0]["views"][:, 1])

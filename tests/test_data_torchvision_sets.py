@@ -59,6 +59,19 @@ def test_fashion_mnist_test_split_exported_and_zero_shot(tmp_path, fm_root):
     assert json.loads(out.read_text())["metrics"]["acc1"] >= 0
 
 
+def test_classnames_from_data(tmp_path, fm_root):
+    _config(tmp_path / "config", "fm_own", f"kind: classification\nreader: torchvision\ndataset_class: FashionMNIST\n"
+            f"sources: [{fm_root}]\nsplit: test\nsubset: 20\nclassnames: from_data\ntemplates: fashion_mnist\n")
+    stats_path = tmp_path / "data" / "fm_own" / "stats.json"
+    assert main(["data", "--dataset", "fm_own", "--out", str(stats_path), "--config-dir", str(tmp_path / "config")]) == 0
+    assert json.loads(stats_path.read_text())["classes"][:2] == ["T-shirt/top", "Trouser"]  # torchvision's names
+    from _eval_fixtures import save_tiny_checkpoint
+
+    ckpt = save_tiny_checkpoint(tmp_path / "ck" / "final.pt")
+    assert main(["zeroshot", "--checkpoint", str(ckpt), "--dataset", "fm_own", "--data", str(stats_path),
+                 "--out", str(tmp_path / "r.json"), "--config-dir", str(tmp_path / "config")]) == 0
+
+
 @pytest.mark.parametrize("body, message", [
     ("dataset_class: FashionMNIST\nsources: [{missing}]\n", "file not found"),
     ("dataset_class: FashionMNIST\nsources: [{empty}]\n", "FashionMNIST files not found or incomplete"),

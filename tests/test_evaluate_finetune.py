@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -25,7 +26,7 @@ for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
     ENV.pop(key, None)
 
 
-def _run(args, timeout=600):
+def _run(args, timeout=300):
     proc = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -104,7 +105,10 @@ def test_finetune_one_process_then_wiseft(digits):
 
 def test_finetune_two_processes_zero2_and_resnet_baseline(digits):
     d, root = digits, digits["root"]
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0", "-m", "pipeline",
+    with socket.socket() as sock:  # torchrun's --master_port=0 hangs its workers: pick a free port here
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m", "pipeline",
           *_ft_args(d, root / "ft2.json", ["--zero-stage", "2", "--epochs", "1"])])
     ft2 = json.loads((root / "ft2.json").read_text())
     assert len(ft2["history"]) == 1 and 0 <= ft2["metrics"]["acc1"] <= 1

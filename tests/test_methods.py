@@ -10,7 +10,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from pipeline.config import ConfigError, load_experiment
-from pipeline.data.views import augment_caption, augment_captions, make_views, view_transform
+from pipeline.data.views import (CaptionAugmenter, ViewMaker, augment_caption, augment_captions, make_views,
+                                 view_transform)
 from pipeline.methods import available, create_method
 from pipeline.methods._heads import FeatureQueue
 from pipeline.methods._losses import (clip_loss, filip_loss, late_interaction, mlm_corrupt, mlm_loss, nn_loss,
@@ -160,6 +161,7 @@ def test_options_come_from_the_schema_and_bad_ones_fail():
     assert opts["declip_weights"] == {"clip": 0.4, "nn": 0.2, "simsiam": 0.2, "mlm": 0.2, "filip": 0.2}
     typed = load_experiment("demo_declip").method_options  # what the trainer holds: a frozen dataclass
     assert resolve_options(typed)["simsiam_dim"] == typed.simsiam_dim == 256
+    assert create_method("declip", tiny_model(), typed).projector[0].out_features == 256
     with pytest.raises(ConfigError, match="method_options.ssl_tmp"):
         resolve_options({"ssl_tmp": 0.1})
     with pytest.raises(ConfigError, match="method_options.mlm_probability"):
@@ -194,6 +196,22 @@ def test_views_and_caption_augmentation_are_seeded():
         w = o.split()
         assert sorted(w) == sorted(words) or (len(w) < len(words) and all(x in words for x in w))
     assert augment_caption("word", alpha=0.5) == "word"
+
+
+def test_loader_hooks_are_picklable_and_seeded():
+    import pickle
+    from PIL import Image
+    image = Image.new("RGB", (40, 30), (10, 200, 30))
+    maker = pickle.loads(pickle.dumps(ViewMaker(views=2, image_size=12, crop_scale=(0.2, 1.0))))
+    torch.manual_seed(4)
+    views = maker(image)
+    torch.manual_seed(4)
+    assert views.shape == (2, 3, 12, 12) and torch.equal(views, maker(image))
+    augment = pickle.loads(pickle.dumps(CaptionAugmenter(alpha=0.3)))
+    torch.manual_seed(4)
+    first = augment(["one two three four", "five six seven"])
+    torch.manual_seed(4)
+    assert first == augment_captions(["one two three four", "five six seven"], alpha=0.3)
 
 
 def test_feature_queue_wraps_and_restores_through_state_dict():

@@ -80,3 +80,50 @@ def test_duplicate_result(tmp_path, experiment, capsys):
     b = _result(tmp_path / "b.json", "pretrain", "fm", 0.6)
     assert main(["table", "--experiment", experiment, "--results", a, b, "--out", str(tmp_path / "E.table")]) == 2
     assert "b.json: duplicates" in capsys.readouterr().err
+
+
+def _record(path, checkpoint, dataset, task, metrics, model="E", pretrained=None):
+    path.write_text(json.dumps({"dataset": dataset, "model": model, "task": task, "language": "en",
+                                "pretrained": pretrained or f"results/{model}/{checkpoint}/final.pt",
+                                "checkpoint": checkpoint, "metrics": metrics}))
+    return str(path)
+
+
+def test_all_tasks_tex_and_random_init_row(tmp_path, experiment):
+    results = [
+        _result(tmp_path / "z.json", "finetune", "fm", 0.5),
+        _record(tmp_path / "l.json", "finetune", "fm", "linear_probe", {"lp_acc1": 0.6, "C": 1.0}),
+        _record(tmp_path / "f.json", "finetune", "fm", "finetune_classification", {"acc1": 0.7, "ema_acc1": 0.72}),
+        _record(tmp_path / "w.json", "finetune", "fm", "wiseft", {"acc1": 0.75}),
+        _record(tmp_path / "r.json", "finetune", "flickr", "zeroshot_retrieval",
+                {"image_retrieval_recall@1": 0.1, "text_retrieval_recall@1": 0.2}),
+        _record(tmp_path / "b.json", "resnet50", "fm", "finetune_classification", {"acc1": 0.4},
+                pretrained="random init"),
+    ]
+    out, tex = tmp_path / "E.table", tmp_path / "E.tex"
+    assert main(["table", "--experiment", experiment, "--results", *results, "--out", str(out),
+                 "--tex", str(tex)]) == 0
+    lines = out.read_text().splitlines()
+    head = lines[lines.index(next(l for l in lines if l.startswith("| checkpoint")))]
+    assert head == ("| checkpoint | 0-shot fm | linear fm | fine-tuned fm | fine-tuned EMA fm | "
+                    "WiSE-FT fm | T→I R@1 flickr | I→T R@1 flickr |")
+    assert "| finetune | 50.00 (68.3) | 60.00 | 70.00 | 72.00 | 75.00 | 10.00 | 20.00 |" in lines
+    assert "| resnet50 (random init) | – | – | 40.00 | – | – | – | – |" in lines
+    body = tex.read_text()
+    assert r"\begin{tabular}{lrrrrrrr}" in body and r"50.00 (68.3)" in body and r"T$\to$I R@1 flickr" in body
+
+
+def test_group_table(tmp_path, experiment, capsys):
+    other = tmp_path / "F.yaml"
+    other.write_text("data: {train: fashion_mnist_demo}\nmodel: {name: ViT-B-32}\n")
+    results = [_result(tmp_path / "a.json", "finetune", "fm", 0.5),
+               _result(tmp_path / "b.json", "finetune", "fm", 0.25, model="F")]
+    out = tmp_path / "tables" / "g.table"
+    assert main(["table-group", "--group", "g", "--experiments", experiment, str(other), "--results", *results,
+                 "--out", str(out), "--csv", str(tmp_path / "g.csv")]) == 0
+    lines = out.read_text().splitlines()
+    assert "| E / finetune | 50.00 (68.3) |" in lines and "| F / finetune | 25.00 |" in lines
+    stray = _result(tmp_path / "c.json", "finetune", "fm", 0.1, model="G")
+    assert main(["table-group", "--group", "g", "--experiments", experiment, "--results", stray,
+                 "--out", str(out)]) == 2
+    assert "'G' is not one of the group's experiments" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,9 @@ def test_profile_renders_requested_settings(tmp_path):
     assert profile["config"] == {"slurm_gpu_type": "a100"}
     assert profile["set-resources"] == {r: {"slurm_partition": "'gpu'"} for r in ("pretrain", "finetune")}
     assert profile["retries"] >= 1 and profile["rerun-incomplete"] is True and profile["latency-wait"] >= 30
+    # sacct's "CANCELLED by <uid>" is not a failure state to plugin 2.8.0 (it would wait forever); squeue's is
+    assert profile["slurm-status-command"] == "squeue"
+    assert "cpus_per_task" not in profile["default-resources"]  # rules without one get their threads
 
 
 def test_profile_optional_settings_absent(tmp_path):
@@ -287,12 +291,16 @@ def demo_run(slurm_profile, tmp_path_factory):
     with open(work / "snakemake.out", "w") as out:
         proc = subprocess.Popen(cmd, cwd=work, env=snakemake_env(), stdout=out, stderr=subprocess.STDOUT)
         try:
-            cancelled = _cancel_pretrain_after_first_checkpoint(work, proc, timeout=400)
-            proc.wait(timeout=600)
+            cancelled = _cancel_pretrain_after_first_checkpoint(work, proc, timeout=300)
+            proc.wait(timeout=480)
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=60)
+            if proc.poll() is None:  # Ctrl-C: Snakemake scancels its jobs and exits
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     text = (work / "snakemake.out").read_text()
     print(f"demo workflow through SLURM (pretrain cancelled once): {time.monotonic() - t0:.1f} s")
     jobs = sacct_jobs(run_id(text)) if "SLURM run ID" in text else []

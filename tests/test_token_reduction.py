@@ -142,3 +142,9 @@ def test_grid_follows_square_stage_size():
     assert module(torch.zeros(1, 17, 4)).shape == (1, 5, 4)
     with pytest.raises(ValueError):
         module(torch.zeros(1, 1 + 12, 4))
+
+
+def test_random_mask_is_uniform_over_positions():
+    torch.manual_seed(0)
+    counts = torch.bincount(random_indices(2000, (4, 4), 4).flatten(), minlength=16)
+    assert counts.sum() == 8000 and counts.min() > 420 and counts.max() < 580  # expected 500 each

@@ -153,5 +153,6 @@ def test_launch_commands(monkeypatch):
     multi = launch.torchrun_command(["finetune"], processes=4, nodes=2, env=env)
     assert multi[3:13] == ["--nnodes", "2", "--node_rank", "1", "--master_addr", "gpu01", "--master_port",
                            "20123", "--nproc_per_node", "4"]
-    assert launch.srun_command(["finetune"], nodes=2)[:5] == ["srun", "--nodes=2", "--ntasks=2",
-                                                              "--ntasks-per-node=1", f"--export=ALL,{launch.NODE_FLAG}=1"]
+    assert launch.srun_command(["finetune"], nodes=2)[:7] == [
+        "srun", "--overlap", "--kill-on-bad-exit=1", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
+        f"--export=ALL,{launch.NODE_FLAG}=1"]

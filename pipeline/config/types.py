@@ -76,10 +76,93 @@ class Model:
 
 
 @dataclass(frozen=True)
+class TrainTest:
+    train: str
+    test: str
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    datasets: tuple[TrainTest, ...]
+    c_values: tuple[float, ...]
+    val_fraction: float
+    max_iter: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class FinetuneEval:
+    datasets: tuple[TrainTest, ...]
+    epochs: int
+    batch_size: int
+    grad_accum_steps: int
+    lr: float
+    min_lr: float
+    warmup_epochs: float
+    weight_decay: float
+    layer_decay: float
+    ema_decay: Optional[float]
+    label_smoothing: float
+    randaugment: str
+    reprob: float
+    crop_min: float
+    mixup: float
+    cutmix: float
+    head_init: str
+    zero_stage: int
+    precision: str
+    grad_clip: Optional[float]
+    processes: int
+    workers: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class WiseFT:
+    datasets: tuple[TrainTest, ...]
+    alphas: tuple[float, ...]
+    headline_alpha: float
+    ema: bool
+
+
+@dataclass(frozen=True)
+class SupervisedBaseline:
+    datasets: tuple[TrainTest, ...]
+    weights: Optional[str]
+    epochs: int
+    batch_size: int
+    lr: float
+    head_lr_scale: float
+    weight_decay: float
+    image_size: int
+    augment: bool
+    workers: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class RetrievalSet:
+    name: str
+    annotations: str
+    images_root: str
+    split: str
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    datasets: tuple[RetrievalSet, ...]
+
+
+@dataclass(frozen=True)
 class Evaluate:
     zeroshot: tuple[str, ...]
     batch_size: int
     workers: int
+    linear_probe: LinearProbe
+    finetune_eval: FinetuneEval
+    wiseft: WiseFT
+    supervised_baseline: SupervisedBaseline
+    retrieval: Retrieval
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,27 @@ def augment_caption(text: str, *, alpha: float = 0.1) -> str:
 def augment_captions(captions: list[str], *, alpha: float = 0.1) -> list[str]:
     """The loader's hook for batch["text_aug"]: tokenise the result with the caption transform."""
     return [augment_caption(c, alpha=alpha) for c in captions]
+
+
+class ViewMaker:
+    """The loader's hook for batch["views"]: PIL image -> [views, 3, H, W] (picklable for workers).
+    crop_scale comes from the method (`Method.view_crop_scale`: SimCLR 0.08-1, DeCLIP 0.2-1)."""
+
+    def __init__(self, *, views: int, image_size: int, crop_scale: tuple[float, float] = (0.08, 1.0),
+                 mean: tuple[float, ...] = OPENAI_DATASET_MEAN, std: tuple[float, ...] = OPENAI_DATASET_STD):
+        self.views = views
+        self.transform = view_transform(image_size=image_size, crop_scale=crop_scale, mean=mean, std=std)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return make_views(image, self.transform, self.views)
+
+
+class CaptionAugmenter:
+    """The loader's hook for batch["text_aug"]: captions -> augmented captions (picklable for workers);
+    tokenise the result with the caption transform. alpha = method_options.text_aug_alpha."""
+
+    def __init__(self, *, alpha: float):
+        self.alpha = alpha
+
+    def __call__(self, captions: list[str]) -> list[str]:
+        return augment_captions(captions, alpha=self.alpha)

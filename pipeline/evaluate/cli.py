@@ -37,12 +37,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def prompt_lists(dataset: str, config_dir: str, n_classes: int, stats_path: str) -> tuple[list[str], list[str]]:
+FROM_DATA = "from_data"  # classnames value: use the prepared dataset's own class names (e.g. torchvision's)
+
+
+def prompt_lists(dataset: str, config_dir: str, classes: list[str], stats_path: str) -> tuple[list[str], list[str]]:
     """Class names and templates named by the dataset config, checked against the prepared data."""
     ds = load_dataset(dataset, config_dir)
     if ds.classnames is None or ds.templates is None:
         raise UserError(f"{config_dir}/datasets/{dataset}.yaml: classnames/templates: both are needed for zero-shot")
-    classnames, templates = load_classnames(ds.classnames), load_templates(ds.templates)
+    n_classes = len(classes)
+    classnames = list(classes) if ds.classnames == FROM_DATA else load_classnames(ds.classnames)
+    templates = load_templates(ds.templates)
     if len(classnames) != n_classes:
         raise UserError(f"{stats_path}: classes: {n_classes} classes, but class-name list {ds.classnames!r} "
                         f"has {len(classnames)}")
@@ -56,7 +61,7 @@ def main(argv: list[str]) -> int:
     device = resolve_device(args.device)
     loaded = load_for_eval(args.checkpoint)
     dataset, classes = classification_dataset(args.data, image_size_of(loaded.model_config))
-    classnames, templates = prompt_lists(args.dataset, args.config_dir, len(classes), args.data)
+    classnames, templates = prompt_lists(args.dataset, args.config_dir, classes, args.data)
     start = time.time()
     metrics = evaluate_zeroshot(model=loaded.model, tokenizer=tokenizer(context_length_of(loaded.model_config)),
                                 dataset=dataset, classnames=classnames, templates=templates,

@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"{args.test_data}: classes: differ from {args.train_data}'s (same label space needed)")
     from ..config import CONFIG_DIR
 
-    classnames, templates = prompt_lists(args.dataset, args.config_dir or str(CONFIG_DIR), len(classes),
+    classnames, templates = prompt_lists(args.dataset, args.config_dir or str(CONFIG_DIR), classes,
                                          args.test_data)
     vit = build_classifier(clip_model=loaded.model, model_config=loaded.model_config, classnames=classnames,
                            templates=templates, head_init=args.head_init, seed=args.seed)

@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     loaded = load_for_eval(args.checkpoint)
     finetuned = _finetuned_state(args.finetuned, args.ema, loaded.model_config)
     test_set, classes = classification_dataset(args.test_data, image_size_of(loaded.model_config))
-    classnames, templates = prompt_lists(args.dataset, args.config_dir, len(classes), args.test_data)
+    classnames, templates = prompt_lists(args.dataset, args.config_dir, classes, args.test_data)
     vit = build_classifier(clip_model=loaded.model, model_config=loaded.model_config, classnames=classnames,
                            templates=templates, head_init="zeroshot", seed=0)
     zeroshot = {k: v.clone() for k, v in vit.state_dict().items()}

@@ -37,8 +37,7 @@ class DeCLIP(Method):
     view_crop_scale = (0.2, 1.0)  # DeCLIP's MOCOV2 views
 
     def __init__(self, model: torch.nn.Module, options: dict | None = None):
-        super().__init__(model, options)
-        self.options = resolve_options(options)
+        super().__init__(model, resolve_options(options))
         self.weights = {k: float(v) for k, v in self.options["declip_weights"].items()}
         dim = embed_dim(model)
         if self.weights["simsiam"] > 0:

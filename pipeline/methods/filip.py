@@ -50,8 +50,7 @@ def filip_term(model: torch.nn.Module, scale: torch.Tensor, image_tokens: torch.
 @register("filip")
 class FILIP(Method):
     def __init__(self, model: torch.nn.Module, options: dict | None = None):
-        super().__init__(model, options)
-        self.options = resolve_options(options)
+        super().__init__(model, resolve_options(options))
         self.clip_weight = float(self.options["filip_clip_weight"])
         self.token_scale = TokenScale()
         if self.clip_weight == 0:

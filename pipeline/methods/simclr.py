@@ -40,8 +40,7 @@ class SimCLRTerm(Method):
     view_crop_scale = (0.08, 1.0)  # loader hook: RandomResizedCrop area range of the views
 
     def __init__(self, model: torch.nn.Module, options: dict | None = None):
-        super().__init__(model, options)
-        self.options = resolve_options(options)
+        super().__init__(model, resolve_options(options))
         self.temperature = float(self.options["ssl_temperature"])
         self.ssl_head = sync_batchnorm(mlp(image_width(model), self.options["ssl_mlp_dim"],
                                            self.options["ssl_emb_dim"], layers=3, last_bn=False))

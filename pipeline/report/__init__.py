@@ -1,5 +1,7 @@
-"""Reporting: result JSONs + the experiment's published numbers -> markdown / CSV tables."""
+"""Reporting: result JSONs + the experiment's published numbers -> markdown / CSV / LaTeX tables."""
+from .render import to_csv, to_latex, to_markdown
 from .results import read_result, read_results
-from .table import TASKS, Table, build_table, to_csv, to_markdown
+from .table import TASKS, Table, build_table, merge_tables
 
-__all__ = ["TASKS", "Table", "build_table", "read_result", "read_results", "to_csv", "to_markdown"]
+__all__ = ["TASKS", "Table", "build_table", "merge_tables", "read_result", "read_results", "to_csv", "to_latex",
+           "to_markdown"]

@@ -1,95 +1,116 @@
-"""Results tables: one row per checkpoint, one column per (task, dataset), top-1 in percent.
+"""Results tables: one row per checkpoint (or method), one column per (task, metric, dataset), in percent.
 
-A cell reads `ours (paper)` where the experiment's `published` section gives a reference number.
+A cell reads `ours (paper)` where the experiment's `published` section gives a reference number for the
+task's headline metric (its first column).
 """
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
 
-# result task -> (key in `published`, column label, headline metric)
+# result task -> (key in `published`, [(column label, metric)]); the first metric is the headline
 TASKS = {
-    "zeroshot_classification": ("zeroshot", "0-shot", "acc1"),
+    "zeroshot_classification": ("zeroshot", [("0-shot", "acc1")]),
+    "linear_probe": ("linear_probe", [("linear", "lp_acc1")]),
+    "finetune_classification": ("finetune", [("fine-tuned", "acc1"), ("fine-tuned EMA", "ema_acc1")]),
+    "wiseft": ("wiseft", [("WiSE-FT", "acc1")]),
+    "zeroshot_retrieval": ("retrieval", [("T→I R@1", "image_retrieval_recall@1"),
+                                         ("I→T R@1", "text_retrieval_recall@1")]),
 }
 ROW_ORDER = ("pretrain", "finetune")
+Column = tuple[str, str, str]  # (task, metric, dataset)
 
 
 @dataclass
 class Table:
     title: str
     description: str
-    columns: list[tuple[str, str]] = field(default_factory=list)        # (task, dataset)
-    rows: list[str] = field(default_factory=list)                       # checkpoint labels
-    ours: dict[tuple[str, str, str], float] = field(default_factory=dict)   # (row, task, dataset) -> percent
-    paper: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    columns: list[Column] = field(default_factory=list)
+    rows: list[str] = field(default_factory=list)
+    ours: dict[tuple, float] = field(default_factory=dict)    # (row, *column) -> percent
+    paper: dict[tuple, float] = field(default_factory=dict)
 
 
-def _ordered(items, first):
-    first = [x for x in first if x in items]
-    return first + [x for x in items if x not in first]
+def _add(items: list, x) -> None:
+    if x not in items:
+        items.append(x)
+
+
+def row_label(record: dict) -> str:
+    """The checkpoint; a baseline trained from random init says so."""
+    label = record["checkpoint"]
+    return f"{label} (random init)" if record.get("pretrained") == "random init" else label
+
+
+def _add_record(table: Table, path: Path, rec: dict, columns: list, rows: list) -> None:
+    if rec["task"] not in TASKS:
+        raise UserError(f"{path}: task: {rec['task']!r} has no table column (known: {', '.join(TASKS)})")
+    row = row_label(rec)
+    for i, (_, metric) in enumerate(TASKS[rec["task"]][1]):
+        value = rec["metrics"].get(metric)
+        if value is None and i > 0:
+            continue  # optional extra column (e.g. no EMA kept)
+        if not isinstance(value, (int, float)):
+            raise UserError(f"{path}: metrics.{metric}: missing or not a number")
+        col = (rec["task"], metric, rec["dataset"])
+        _add(columns, col)
+        table.ours[(row, *col)] = 100.0 * value
+    _add(rows, row)
 
 
 def build_table(*, experiment, records: list[tuple[Path, dict]]) -> Table:
-    """Collect our numbers (from result records) and the paper's (from experiment.published)."""
+    """Collect our numbers (result records of this experiment) and the paper's (experiment.published)."""
     table = Table(title=experiment.name, description=" ".join(experiment.description.split()))
     columns, rows = [], []
     for path, rec in records:
-        if rec["task"] not in TASKS:
-            raise UserError(f"{path}: task: {rec['task']!r} has no table column (known: {', '.join(TASKS)})")
         if rec["model"] != experiment.name:
             raise UserError(f"{path}: model: result of experiment {rec['model']!r}, table is for {experiment.name!r}")
-        metric = TASKS[rec["task"]][2]
-        if not isinstance(rec["metrics"].get(metric), (int, float)):
-            raise UserError(f"{path}: metrics.{metric}: missing or not a number")
-        key = (rec["task"], rec["dataset"])
-        columns += [key] if key not in columns else []
-        rows += [rec["checkpoint"]] if rec["checkpoint"] not in rows else []
-        table.ours[(rec["checkpoint"], *key)] = 100.0 * rec["metrics"][metric]
-    by_published = {pub: task for task, (pub, _, _) in TASKS.items()}
+        _add_record(table, path, rec, columns, rows)
+    by_published = {pub: (task, cols[0][1]) for task, (pub, cols) in TASKS.items()}
     for stage, tasks in (experiment.published or {}).items():
         for pub_task, per_dataset in tasks.items():
+            task, metric = by_published[pub_task]
             for dataset, value in per_dataset.items():
-                key = (by_published[pub_task], dataset)
-                columns += [key] if key not in columns else []
-                rows += [stage] if stage not in rows else []
-                table.paper[(stage, *key)] = float(value)
-    table.rows = _ordered(rows, ROW_ORDER)
-    table.columns = sorted(columns, key=lambda c: list(TASKS).index(c[0]))
+                _add(columns, (task, metric, dataset))
+                _add(rows, stage)
+                table.paper[(stage, task, metric, dataset)] = float(value)
+    first = [r for r in ROW_ORDER if r in rows]
+    table.rows = first + [r for r in rows if r not in first]
+    task_order = list(TASKS)
+    metric_order = {t: [m for _, m in cols] for t, (_, cols) in TASKS.items()}
+    table.columns = sorted(columns, key=lambda c: (task_order.index(c[0]), c[2], metric_order[c[0]].index(c[1])))
     return table
 
 
-def _cell(table: Table, row: str, col: tuple[str, str]) -> str:
+def column_label(col: Column) -> str:
+    task, metric, dataset = col
+    label = dict((m, lab) for lab, m in TASKS[task][1])[metric]
+    return f"{label} {dataset}"
+
+
+def cell(table: Table, row: str, col: Column) -> str:
     ours, paper = table.ours.get((row, *col)), table.paper.get((row, *col))
     text = "–" if ours is None else f"{ours:.2f}"
     return text if paper is None else f"{text} ({paper:.1f})"
 
 
-def to_markdown(table: Table) -> str:
-    head = ["checkpoint"] + [f"{TASKS[t][1]} {d}" for t, d in table.columns]
-    lines = [f"# {table.title}", ""]
-    if table.description:
-        lines += [table.description, ""]
-    lines += ["Top-1 accuracy (%). Cells with a published number read: ours (paper).", "",
-              "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
-    for row in table.rows:
-        lines.append("| " + " | ".join([row] + [_cell(table, row, c) for c in table.columns]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(table: Table) -> str:
-    """Long form: one line per (checkpoint, task, dataset); empty where a number is absent."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["experiment", "checkpoint", "task", "dataset", "metric", "ours_percent", "paper_percent"])
-    for row in table.rows:
-        for task, dataset in table.columns:
-            ours, paper = table.ours.get((row, task, dataset)), table.paper.get((row, task, dataset))
-            if ours is None and paper is None:
-                continue
-            writer.writerow([table.title, row, task, dataset, TASKS[task][2],
-                             "" if ours is None else f"{ours:.4f}", "" if paper is None else f"{paper:g}"])
-    return buf.getvalue()
+def merge_tables(title: str, tables: list[Table]) -> Table:
+    """Group comparison: rows `experiment / checkpoint` of several tables, columns united."""
+    out = Table(title=title, description="; ".join(f"{t.title}: {t.description}" for t in tables if t.description))
+    for t in tables:
+        for col in t.columns:
+            _add(out.columns, col)
+        for row in t.rows:
+            label = f"{t.title} / {row}"
+            out.rows.append(label)
+            for key, value in t.ours.items():
+                if key[0] == row:
+                    out.ours[(label, *key[1:])] = value
+            for key, value in t.paper.items():
+                if key[0] == row:
+                    out.paper[(label, *key[1:])] = value
+    task_order = list(TASKS)
+    out.columns.sort(key=lambda c: (task_order.index(c[0]), c[2]))
+    return out

@@ -43,8 +43,10 @@ def torchrun_command(stage_argv: list[str], *, processes: int, nodes: int, env: 
 
 
 def srun_command(argv: list[str], *, nodes: int) -> list[str]:
-    """One task per node, each running this launcher again (with NODE_FLAG set)."""
-    return ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
+    """One task per node, each running this launcher again (with NODE_FLAG set). --overlap: this runs
+    inside the Snakemake job step, which holds the first node's CPUs (a plain nested srun waits forever);
+    --kill-on-bad-exit: one node failing stops all, so the retry resumes from the checkpoint."""
+    return ["srun", "--overlap", "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
             f"--export=ALL,{NODE_FLAG}=1", sys.executable, "-m", "pipeline.train.launch", *argv]
 
 

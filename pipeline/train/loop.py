@@ -20,6 +20,7 @@ from ..data.loader import build_train_loader
 from ..errors import UserError
 from ..methods import create_method
 from ..models import create_model, image_size_of, context_length_of, load_checkpoint, resolve_model_config
+from ..models.export import export_open_clip
 from ..models.resample import load_resampled
 from ..text import build_text_transform
 from ..utils.io import torch_save
@@ -74,6 +75,19 @@ def load_method_state(method: torch.nn.Module, init: str | Path | None) -> None:
     state = load_checkpoint(init).get("method") or {}
     if state:
         method.load_state_dict(state)
+
+
+def method_hooks(experiment: Experiment, method, image_size: int) -> dict:
+    """The loader hooks a method asks for: augmented image views, augmented captions."""
+    from ..data.views import CaptionAugmenter, ViewMaker
+
+    hooks = {}
+    if method.image_views:
+        hooks["view_maker"] = ViewMaker(views=method.image_views, image_size=image_size,
+                                        crop_scale=getattr(method, "view_crop_scale", (0.08, 1.0)))
+    if method.text_augment:
+        hooks["caption_augmenter"] = CaptionAugmenter(alpha=experiment.method_options.text_aug_alpha)
+    return hooks
 
 
 def micro_batches(loader, position: Position):
@@ -174,7 +188,7 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
     rank, world_size = distributed.world()
     out, folder = Path(out), Path(out).parent
     model, model_config = build_model(experiment, stage_name, init)
-    method = create_method(experiment.method, model, {})
+    method = create_method(experiment.method, model, to_dict(experiment.method_options))
     load_method_state(method, init)
     model.to(device)
     method.to(device)
@@ -183,7 +197,7 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
         color_jitter=stage.augment.color_jitter, seed=stage.seed, workers=stage.workers,
         text_transform=build_text_transform(stage.text_reduction, context_length_of(model_config)),
         batch_size=stage.batch_size // (world_size * stage.grad_accum_steps), rank=rank, world_size=world_size,
-        image_views=method.image_views, text_augment=method.text_augment, pin_memory=device.type == "cuda")
+        pin_memory=device.type == "cuda", **method_hooks(experiment, method, image_size_of(model_config)))
     steps = total_steps(data_samples=loader.samples, batch_size=stage.batch_size, epochs=stage.epochs,
                         samples=stage.samples)
     named = list(model.named_parameters()) + [(f"method.{n}", p) for n, p in method.named_parameters()]
@@ -206,9 +220,12 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
               device=device, folder=folder, save=lambda: save_checkpoint(
                   folder / "checkpoints", position, parts, extra, keep=stage.keep_checkpoints))
     if rank == 0:
-        torch_save({"model": model.state_dict(), "model_config": model_config, "experiment": to_dict(experiment),
+        weights = model.state_dict()
+        torch_save({"model": weights, "model_config": model_config, "experiment": to_dict(experiment),
                     "stage": stage_name, "step": position.step, "samples_seen": position.samples,
                     "method": method.state_dict()}, out)
+        export_open_clip(model=weights, model_config=model_config, folder=folder / "open_clip",
+                         name=f"clipforge-{experiment.name}-{stage_name}")
     distributed.barrier()
     distributed.cleanup()
     return out

@@ -58,12 +58,13 @@ def open_torchvision(class_name: str, root: Path, split: str):
 
 
 def _class_names(dataset, ds, n_labels: int) -> list[str]:
-    if dataset.classnames:
+    """The config's shipped list, or (classnames: from_data) the dataset's own names, '_' read as a space."""
+    if dataset.classnames and dataset.classnames != "from_data":
         from ...evaluate.assets import load_classnames
 
         return load_classnames(dataset.classnames)
     names = getattr(ds, "classes", None)
-    return [str(c) for c in names] if names else [str(i) for i in range(n_labels)]
+    return [str(c).replace("_", " ") for c in names] if names else [str(i) for i in range(n_labels)]
 
 
 def _export(ds, out: Path, count: int) -> list[int]:

@@ -1,0 +1,122 @@
+"""Train-step throughput: clipforge's step (pipeline.train.loop.train_step) against open_clip_train's
+train_one_epoch, on the same model config, batch, precision, optimizer and in-memory batches.
+
+Data loading is left out on purpose (both read the same pre-built tensors) so the ratio measures the
+step itself: forward, loss, backward, AdamW, logit-scale clamp and the per-step bookkeeping. The two
+loops alternate for --rounds rounds so that load from other processes hits both alike.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train.py --steps 20 --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from types import SimpleNamespace
+
+import torch
+import yaml
+
+from pipeline.config import REPO_ROOT
+from pipeline.methods import create_method
+from pipeline.models import create_model, resolve_model_config
+from pipeline.train.loop import TrainModule, train_step
+from pipeline.train.optim import build_optimizer, build_scheduler
+
+OPEN_CLIP_PRECISION = {"fp32": "fp32", "bf16": "amp_bf16", "fp16": "amp"}
+
+
+def model_config(image_size: int, text_length: int) -> dict:
+    demo = yaml.safe_load((REPO_ROOT / "config" / "experiments" / "demo.yaml").read_text())
+    return resolve_model_config(None, demo["model"]["config"], image_size=image_size, context_length=text_length)
+
+
+def make_batches(steps: int, batch: int, image_size: int, text_length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(batch, 3, image_size, image_size, generator=g),
+             torch.randint(1, 49000, (batch, text_length), generator=g)) for _ in range(steps)]
+
+
+def fresh(cfg: dict, lr: float, steps: int):
+    torch.manual_seed(0)
+    model = create_model(cfg)
+    opt = build_optimizer(list(model.named_parameters()), lr=lr, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6)
+    return model, opt
+
+
+def run_ours(cfg: dict, batches: list, precision: str, warmup: int) -> float:
+    model, opt = fresh(cfg, 1e-3, len(batches))
+    module = TrainModule(model, create_method("clip", model, {}))
+    sched = build_scheduler(opt, total=len(batches), warmup=2)
+    scaler = torch.amp.GradScaler("cpu", enabled=precision == "fp16")
+    module.train()
+    for step, (images, texts) in enumerate(batches):
+        if step == warmup:
+            start = time.perf_counter()
+        sched.step_update(step + 1)
+        train_step(module, model, opt, scaler, [{"image": images, "text": texts}], device=torch.device("cpu"),
+                   precision=precision, grad_clip=None, logit_scale_max=100)
+    return (len(batches) - warmup) * batches[0][0].shape[0] / (time.perf_counter() - start)
+
+
+class _Loader:
+    """What train_one_epoch reads from data['train'].dataloader."""
+
+    def __init__(self, batches):
+        self.batches, self.num_batches = batches, len(batches)
+        self.num_samples = len(batches) * batches[0][0].shape[0]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def run_open_clip(cfg: dict, batches: list, precision: str, warmup: int) -> float:
+    import open_clip
+    from open_clip_train.data import DataInfo
+    from open_clip_train.scheduler import cosine_lr
+    from open_clip_train.train import train_one_epoch
+
+    model, opt = fresh(cfg, 1e-3, len(batches))
+    model.output_dict = True
+    batch = batches[0][0].shape[0]
+    args = SimpleNamespace(device="cpu", precision=OPEN_CLIP_PRECISION[precision], distill=False, accum_freq=1,
+                           skip_scheduler=False, horovod=False, grad_clip_norm=None, log_every_n_steps=10**9,
+                           batch_size=batch, world_size=1, rank=0, local_rank=0, wandb=False)
+    scaler = torch.amp.GradScaler("cpu") if precision == "fp16" else None
+    loss = open_clip.ClipLoss()
+    sched = cosine_lr(opt, 1e-3, 2, len(batches))
+    train_one_epoch(model, {"train": DataInfo(_Loader(batches[:warmup]))}, loss, 0, opt, scaler, sched, None, args)
+    start = time.perf_counter()
+    train_one_epoch(model, {"train": DataInfo(_Loader(batches[warmup:]))}, loss, 1, opt, scaler, sched, None, args)
+    return (len(batches) - warmup) * batch / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=20, help="timed steps per round (after --warmup)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=16, help="demo pretrain: 16 px, 8 tokens")
+    p.add_argument("--text-length", type=int, default=8)
+    p.add_argument("--precision", choices=list(OPEN_CLIP_PRECISION), default="fp32")
+    args = p.parse_args(argv)
+    logging.disable(logging.WARNING)
+    cfg = model_config(args.image_size, args.text_length)
+    batches = make_batches(args.steps + args.warmup, args.batch_size, args.image_size, args.text_length)
+    ours, theirs = [], []
+    for r in range(args.rounds):
+        ours.append(run_ours(cfg, batches, args.precision, args.warmup))
+        theirs.append(run_open_clip(cfg, batches, args.precision, args.warmup))
+        print(f"round {r + 1}: clipforge {ours[-1]:8.1f} samples/s   open_clip_train {theirs[-1]:8.1f} samples/s",
+              flush=True)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"threads {torch.get_num_threads()}, batch {args.batch_size}, {args.image_size} px, "
+          f"{args.text_length} tokens, {args.precision}")
+    print(f"median samples/s: clipforge {a:.1f}, open_clip_train {b:.1f}, ratio {a / b:.3f} (goal >= 1.0)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
