@@ -160,3 +160,13 @@ def test_distributor_without_its_package_is_one_line_error():
         if importlib.util.find_spec(name) is None:
             with pytest.raises(UserError, match=f"img2dataset.distributor: {name} is not installed"):
                 connect_distributor(name)
+
+
+def test_empty_url_list_is_a_user_error(tmp_path):
+    from pipeline.data.build import build_dataset
+
+    (tmp_path / "a.csv").write_text("url,caption\n,no url here\n")
+    ds = dataset(reader="url_list", sources=["a.csv"])
+    with pytest.raises(UserError, match="no rows with a url"):
+        build_dataset(dataset=ds, data_dir=tmp_path / "d", base_dir=tmp_path, stats_path=tmp_path / "d" / "s.json")
+    assert not (tmp_path / "d" / "s.json").exists()

@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from pipeline.__main__ import main
 from pipeline.evaluate.finetune.ftclip import layer_decay_groups
 from pipeline.evaluate.finetune.vit import clip_to_timm
 from pipeline.evaluate.finetune.wiseft import interpolate
@@ -77,6 +78,7 @@ def _ft_args(d, out, extra=()):
             "--eval-batch-size", "64", *extra]
 
 
+@pytest.mark.slow
 def test_finetune_one_process_then_wiseft(digits):
     d, root = digits, digits["root"]
     # augmentation off here (the two-process test runs RandAugment + erasing) so learning shows in 4 epochs
@@ -91,11 +93,12 @@ def test_finetune_one_process_then_wiseft(digits):
     assert ft["history"][m["best_epoch"] - 1]["test"]["acc1"] == m["best_acc1"]
     losses = [h["train_loss"] for h in ft["history"]]
     assert losses[-1] < losses[0] - 0.02, losses
-    _run([sys.executable, "-m", "pipeline", "zeroshot", "--checkpoint", str(d["ckpt"]), "--dataset", "digits",
-          "--data", str(d["test"]), "--out", str(root / "zs.json"), "--config-dir", str(root / "config")])
-    _run([sys.executable, "-m", "pipeline", "wiseft", "--checkpoint", str(d["ckpt"]), "--finetuned",
-          str(root / "ft.pt"), "--dataset", "digits", "--test-data", str(d["test"]), "--out", str(root / "w.json"),
-          "--plot", str(root / "w.png"), "--alphas", "0", "0.5", "1", "--config-dir", str(root / "config")])
+    # zeroshot and wiseft never start DeepSpeed: run them in-process
+    assert main(["zeroshot", "--checkpoint", str(d["ckpt"]), "--dataset", "digits", "--data", str(d["test"]),
+                 "--out", str(root / "zs.json"), "--config-dir", str(root / "config")]) == 0
+    assert main(["wiseft", "--checkpoint", str(d["ckpt"]), "--finetuned", str(root / "ft.pt"), "--dataset", "digits",
+                 "--test-data", str(d["test"]), "--out", str(root / "w.json"), "--plot", str(root / "w.png"),
+                 "--alphas", "0", "0.5", "1", "--config-dir", str(root / "config")]) == 0
     w = json.loads((root / "w.json").read_text())["metrics"]
     zs = json.loads((root / "zs.json").read_text())["metrics"]
     assert w["acc1@alpha=0"] == pytest.approx(zs["acc1"])    # alpha 0 is the zero-shot classifier itself
@@ -103,6 +106,7 @@ def test_finetune_one_process_then_wiseft(digits):
     assert w["acc1"] == w["acc1@alpha=0.5"] and (root / "w.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_finetune_two_processes_zero2_and_resnet_baseline(digits):
     d, root = digits, digits["root"]
     with socket.socket() as sock:  # torchrun's --master_port=0 hangs its workers: pick a free port here

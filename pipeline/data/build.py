@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from ..config import to_dict
+from ..errors import UserError
 from ..utils.io import write_json
 from .readers import UrlList, get_reader
 from .shards import aggregate, build_shards
@@ -31,11 +32,16 @@ def build_dataset(*, dataset, data_dir: str | Path, base_dir: str | Path, stats_
                  "format": "imagefolder", "root": "images", "classes": result["classes"]}
     else:
         assert isinstance(result, UrlList)
+        if result.rows == 0:
+            raise UserError(f"dataset {dataset.name}: sources: no rows with a url to fetch (reader {dataset.reader})")
         shards_dir = data_dir / "shards"
         checks = build_shards(url_list=result, shards_dir=shards_dir, settings=dataset.img2dataset)
         stats = {"dataset": dataset.name, "kind": "image_text",
                  **aggregate(shards_dir=shards_dir, checks=checks, rows=result.rows),
                  "img2dataset": to_dict(dataset.img2dataset)}
+        if stats["samples"] == 0:  # nothing to train on: fail here, not in the trainer
+            raise UserError(f"dataset {dataset.name}: no image could be stored ({summary_line(stats)}); "
+                            f"see {shards_dir}/*.parquet, column error_message")
     write_json(stats_path, stats)
     print(summary_line(stats), flush=True)
     return stats
