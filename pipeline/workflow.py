@@ -82,10 +82,9 @@ class WorkflowConfig:
         return [f"results/{name}/eval/{ckpt}/zeroshot/{ds}.json"
                 for ckpt in self.checkpoints(name) for ds in exp.evaluate.zeroshot]
 
-    def dataset_sources(self, name: str) -> list[str]:
-        """Local source files of a dataset (inputs of its data rule, so editing one redoes the data)."""
-        ds = self.dataset(name)
-        return [s for s in ds.sources if "://" not in s]
+    def dataset_fingerprint(self, name: str) -> str:
+        """JSON of a dataset's config (its data rule's params rerun trigger)."""
+        return json.dumps(to_dict(self.dataset(name)), sort_keys=True)
 
 
 def requested(targets) -> tuple[list[str], list[str]]:

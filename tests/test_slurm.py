@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -204,7 +205,7 @@ def run_id(output: str) -> str:
 
 def sacct_jobs(name: str) -> list[dict]:
     """Allocations (not steps) whose job name is `name`, oldest first."""
-    fields = ["JobID", "JobName", "Comment", "State", "ExitCode", "Timelimit", "ReqTRES", "NNodes"]
+    fields = ["JobID", "JobName", "Comment", "State", "ExitCode", "Timelimit", "ReqTRES", "NNodes", "Start", "End"]
     out = sysx.run(["sacct", "-n", "-P", "-X", "-S", "now-1days", "--name", name,
                     "-o", ",".join(f"{f}%200" for f in fields)]).stdout
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
@@ -225,29 +226,33 @@ def test_cluster_runs_and_accounts_a_job(slurm_cluster, tmp_path):
 def test_workflow_jobs_go_through_sbatch_with_rule_resources(slurm_profile, tmp_path):
     t0 = time.monotonic()
     proc = run_snakemake(["--profile", str(slurm_profile), "--snakefile", str(HELPERS / "Snakefile"), *FAST,
-                          "--retries", "0", "--config", "steps=2"], cwd=tmp_path, timeout=240)
+                          "--retries", "0"], cwd=tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = {j["Comment"]: j for j in sacct_jobs(run_id(proc.stderr))}
-    assert set(jobs) == {"rule_env", "rule_steps"}
-    assert all(j["State"] == "COMPLETED" for j in jobs.values()), jobs
-    env = dict(kv.split("=") for kv in (tmp_path / "out" / "env.txt").read_text().split())
-    assert env["job"] == jobs["rule_env"]["JobID"] and env["cpus"] == "2"
-    assert "cpu=2" in jobs["rule_env"]["ReqTRES"] and "mem=200M" in jobs["rule_env"]["ReqTRES"]
-    assert jobs["rule_env"]["Timelimit"] == "00:05:00"
+    assert set(jobs) == {"rule_two_cpus", "rule_one_cpu"}  # `all` is a localrule
+    assert all(j["State"] == "COMPLETED" and j["ExitCode"] == "0:0" for j in jobs.values()), jobs
+    for rule, cpus, mem, limit in (("two_cpus", 2, 200, "00:05:00"), ("one_cpu", 1, 300, "00:03:00")):
+        seen = dict(kv.split("=") for kv in (tmp_path / "out" / f"{rule}.txt").read_text().split())
+        job = jobs[f"rule_{rule}"]
+        assert seen["job"] == job["JobID"] and seen["cpus"] == str(cpus)
+        assert f"cpu={cpus}" in job["ReqTRES"] and f"mem={mem}M" in job["ReqTRES"], job
+        assert job["Timelimit"] == limit
+    assert (tmp_path / "logs" / "slurm" / "rule_two_cpus").is_dir()  # the profile's slurm-logdir
     print(f"two-job workflow through SLURM: {time.monotonic() - t0:.1f} s")
 
 
 # ---------------------------------------------------------------- the demo workflow on the cluster
+PRETRAIN_STEPS = 8
+
+
 def _tiny_demo_config(dest: Path) -> Path:
     """A copy of config/ whose demo trains for a few steps on a few hundred images."""
-    import shutil
-
     shutil.copytree(REPO / "config", dest)
     path = dest / "experiments" / "demo.yaml"
     exp = yaml.safe_load(path.read_text())
-    # pretrain: 12 steps, a checkpoint every 3, so there is something to resume from when it is cancelled
-    exp["pretrain"].update(epochs=None, samples=32 * 12, batch_size=32, warmup_steps=1, checkpoint_every=3,
-                           log_every=1)
+    # pretrain: 8 steps, a checkpoint every 2, so there is something to resume from when it is cancelled
+    exp["pretrain"].update(epochs=None, samples=32 * PRETRAIN_STEPS, batch_size=32, warmup_steps=1,
+                           checkpoint_every=2, log_every=1)
     exp["finetune"].update(epochs=None, samples=32, batch_size=32, warmup_steps=0, checkpoint_every=1,
                            log_every=1)
     path.write_text(yaml.safe_dump(exp, sort_keys=False))
@@ -304,6 +309,9 @@ def demo_run(slurm_profile, tmp_path_factory):
     text = (work / "snakemake.out").read_text()
     print(f"demo workflow through SLURM (pretrain cancelled once): {time.monotonic() - t0:.1f} s")
     jobs = sacct_jobs(run_id(text)) if "SLURM run ID" in text else []
+    for job in jobs:  # the timeline, for the suite's time budget
+        print(f"  {job['JobID']:>4} {job['Comment'][:60]:60} {job['State'][:9]:9} "
+              f"{job['Start'][11:]}-{job['End'][11:]}")
     return {"work": work, "rc": proc.returncode, "out": text, "cancelled": cancelled, "jobs": jobs}
 
 
@@ -349,4 +357,4 @@ def test_demo_cancelled_pretrain_resumes_from_its_checkpoint(demo_run):
     assert first_step == step + 1  # continued, not restarted from step 1
     metrics = [yaml.safe_load(line)["step"] for line in
                (demo_run["work"] / "results" / "demo" / "pretrain" / "metrics.jsonl").read_text().splitlines()]
-    assert metrics == sorted(set(metrics)) and metrics[-1] == 12
+    assert metrics == sorted(set(metrics)) and metrics[-1] == PRETRAIN_STEPS

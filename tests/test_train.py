@@ -44,14 +44,22 @@ def setup(tmp_path_factory):
     return root, exp, stats
 
 
+@pytest.fixture(scope="module")
+def straight(setup):
+    """An uninterrupted pretrain run (30 steps)."""
+    root, exp, stats = setup
+    out = root / "straight" / "final.pt"
+    run(stage_command("pretrain", exp, root / "config", stats, out))
+    return out
+
+
 def state(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-def test_sigkill_then_rerun_resumes_bit_identical(setup):
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_bit_identical(setup, straight):
     root, exp, stats = setup
-    straight = root / "straight" / "final.pt"
-    run(stage_command("pretrain", exp, root / "config", stats, straight))
     killed = root / "killed" / "final.pt"
     proc = subprocess.Popen(stage_command("pretrain", exp, root / "config", stats, killed), env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,9 +80,9 @@ def test_sigkill_then_rerun_resumes_bit_identical(setup):
     assert len(checkpoint.list_checkpoints(killed.parent / "checkpoints")) == 2  # keep_checkpoints
 
 
-def test_checkpoints_and_final_load_with_weights_only(setup):
+def test_checkpoints_and_final_load_with_weights_only(setup, straight):
     root, _, _ = setup
-    final = torch.load(root / "straight" / "final.pt", weights_only=True)
+    final = torch.load(straight, weights_only=True)
     assert {"model", "model_config", "experiment", "stage", "step", "samples_seen"} <= final.keys()
     assert (final["stage"], final["step"], final["samples_seen"]) == ("pretrain", 30, 240)
     last = checkpoint.list_checkpoints(root / "straight" / "checkpoints")[-1]
@@ -87,11 +95,11 @@ def test_checkpoints_and_final_load_with_weights_only(setup):
     assert torch.equal(first[0], torch.rand(3)) and first[1] == __import__("random").random()
 
 
-def test_finetune_resamples_position_embeddings(setup):
+@pytest.mark.slow
+def test_finetune_resamples_position_embeddings(setup, straight):
     root, exp, stats = setup
     out = root / "finetune" / "final.pt"
-    log = run(stage_command("finetune", exp, root / "config", stats, out, init=root / "straight" / "final.pt",
-                            launcher=True))
+    log = run(stage_command("finetune", exp, root / "config", stats, out, init=straight, launcher=True))
     assert "torch.distributed.run --standalone --nproc_per_node 1" in log
     model, config = load_model(out)
     assert (config["vision_cfg"]["image_size"], config["text_cfg"]["context_length"]) == (24, 16)

@@ -83,7 +83,8 @@ def install_profile(*, dest: Optional[Path] = None, force: bool = False, **setti
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.cluster.install_profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--partition", required=True, help="partition of every job (training too, unless --gpu-partition)")
+    parser.add_argument("--partition", required=True,
+                        help="partition of every job (training too, unless --gpu-partition)")
     parser.add_argument("--account", required=True, help="SLURM account charged (sacctmgr show assoc user=$USER)")
     parser.add_argument("--gpu-type", help="GRES GPU type, e.g. a100: training asks --gpus-per-node=TYPE:N")
     parser.add_argument("--gpu-partition", help="partition of the pretrain/finetune jobs")

@@ -73,6 +73,15 @@ def _link_etc(root: Path, name: str) -> None:
     target.symlink_to(root / "etc" / name)
 
 
+def _linked_root() -> Path | None:
+    """The cluster folder /etc/slurm/slurm.conf points into, if it is one of ours."""
+    link = ETC / "slurm.conf"
+    if not link.is_symlink():
+        return None
+    target = Path(os.readlink(link))
+    return target.parent.parent if target.parent.name == "etc" else None
+
+
 def _unlink_etc(root: Path) -> None:
     for name in ("slurm.conf", "slurmdbd.conf"):
         target = ETC / name
@@ -168,9 +177,10 @@ def _prepare(base: Path, ports: Ports, install: bool) -> Path:
             raise ClusterError(f"missing Debian packages: {' '.join(missing)}")
         sysx.install_packages(missing, log=_log)
     root = base / "cluster"
-    if recorded_pids(root):
-        _log("stopping the previous instance")
-        stop(base=base)
+    for old in {root, _linked_root()} - {None}:  # ours, or one a killed test session left running
+        if recorded_pids(old):
+            _log(f"stopping the previous instance under {old}")
+            stop(base=old.parent)
     busy = [p for p in ports.all() if not sysx.port_free(p)]
     if busy:
         raise ClusterError(f"ports in use: {busy} (another SLURM or MariaDB?); see `ss -ltnp`")

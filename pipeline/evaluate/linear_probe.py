@@ -57,6 +57,8 @@ def linear_probe(*, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
         val_acc[c] = float((clf.predict(xtr[va]) == ytr[va]).mean())
         print(f"linear probe: C={c:g} val acc1={val_acc[c]:.4f}")
     best = max(c_values, key=lambda c: (val_acc[c], -c))  # ties: the stronger regularisation
+    if len(c_values) > 1 and best in (min(c_values), max(c_values)):
+        print(f"linear probe: warning: best C={best:g} lies at the edge of the sweep; widen it")
     clf = _fit(xtr, ytr, best, max_iter, seed)
     metrics = classification_metrics(_full_logits(clf, xte, num_classes), yte)
     return {"lp_acc1": metrics["acc1"], "lp_acc5": metrics["acc5"],

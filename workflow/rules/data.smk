@@ -1,12 +1,13 @@
 rule data:
-    """Url list -> img2dataset webdataset shards + data/<dataset>/stats.json (shared by all experiments)."""
-    input:
-        config=lambda w: WF.dataset_file(w.dataset),
-        sources=lambda w: WF.dataset_sources(w.dataset),
+    """Url list -> img2dataset webdataset shards + data/<dataset>/stats.json (shared by all experiments).
+    Source files are checked by the command, not declared as inputs, so `-n` shows the whole DAG of an
+    experiment whose metadata is not downloaded yet; editing the dataset config reruns (params trigger)."""
     output:
         "data/{dataset}/stats.json",
     log:
         "logs/data/{dataset}.log",
+    params:
+        fingerprint=lambda w: WF.dataset_fingerprint(w.dataset),
     threads: lambda w: dataset(w.dataset).img2dataset.processes
     resources:
         cpus_per_task=lambda w: dataset(w.dataset).img2dataset.processes,
