@@ -102,3 +102,17 @@ def test_method_hooks_add_views_and_augmented_captions(stats):
     assert a[0]["views"].shape == (4, 2, 3, 12, 12) and a[0]["text_aug"].shape == (4, 10)
     assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in ("image", "views", "text", "text_aug"))
     assert not torch.equal(a[0]["views"][:, 0], a[0]["views"][:, 1])
+
+
+def test_resampled_shards_resume_exactly_and_ranks_read_their_own_shards(stats):
+    def resampled(rank=0, workers=2):
+        return build_train_loader(stats_path=stats, image_size=12, scale=(0.5, 1.0), color_jitter=0,
+                                  text_transform=build_text_transform("truncate", 10), batch_size=4, rank=rank,
+                                  world_size=2, seed=0, workers=workers, resampled=True)
+
+    full = collect(resampled().epoch(0))
+    assert len(full) == 30 // 8
+    assert same(full[1:], collect(resampled().epoch(0, start_batch=1)))
+    assert same(full[2:], collect(resampled().epoch(0, start_batch=2)))
+    assert not same(full, collect(resampled(rank=1).epoch(0)))
+    assert not same(full, collect(resampled().epoch(1)))

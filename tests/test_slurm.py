@@ -6,6 +6,7 @@ packages are missing and cannot be installed. Job states are read back with `sac
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -107,18 +108,6 @@ def test_recorded_pids_and_process_names(tmp_path):
 
 
 # ---------------------------------------------------------------- dry run: what a cluster run would ask for
-def _placeholder_sources(workdir: Path, wf: WorkflowConfig, datasets) -> None:
-    """Empty stand-ins for downloaded source files (a dry run never reads them)."""
-    for name in datasets:
-        for src in wf.dataset_sources(name):
-            path = workdir / src
-            if path.suffix:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch()
-            else:
-                path.mkdir(parents=True, exist_ok=True)
-
-
 def _gpus_per_node(resources: dict) -> int:
     """GPUs per node however a rule asks: gpu=N, --gpus-per-node in slurm_extra, or gres=gpu[:type]:N."""
     if "gpu" in resources:
@@ -132,7 +121,6 @@ def test_dry_run_shows_sbatch_resources_of_clipa(tmp_path):
     name = "clipa_l16_i37_t8"
     wf = WorkflowConfig()
     exp = wf.experiment(name)
-    _placeholder_sources(tmp_path, wf, [exp.data.train, *exp.evaluate.zeroshot])
     ip.install_profile(dest=tmp_path / "xdg" / "snakemake" / "slurm", partition="gpu", account="proj",
                        gpu_type="a100")
     env = {**snakemake_env(), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}  # `--profile slurm` is found there
@@ -355,6 +343,6 @@ def test_demo_cancelled_pretrain_resumes_from_its_checkpoint(demo_run):
     after = log[resumed.end():]
     first_step = int(re.search(r"^step (\d+)/", after, re.M).group(1))
     assert first_step == step + 1  # continued, not restarted from step 1
-    metrics = [yaml.safe_load(line)["step"] for line in
+    metrics = [json.loads(line)["step"] for line in
                (demo_run["work"] / "results" / "demo" / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert metrics == sorted(set(metrics)) and metrics[-1] == PRETRAIN_STEPS

@@ -24,8 +24,26 @@ def node_line(slurmd_c_output: str) -> str:
     return re.sub(r"RealMemory=\d+", f"RealMemory={mem * 9 // 10}", line)
 
 
-def slurm_conf(*, cluster: str, host: str, node: str, partition: str, root: Path, ports: Ports) -> str:
-    """Everything on 127.0.0.1, root runs the daemons, accounting through slurmdbd (the plugin polls sacct)."""
+def node_names(host: str, nodes: int) -> list[str]:
+    """One node is the host itself; several are n1..nN, all slurmd daemons on this host."""
+    return [host] if nodes == 1 else [f"n{i}" for i in range(1, nodes + 1)]
+
+
+def node_lines(*, host: str, node: str, nodes: int, ports: Ports) -> str:
+    """Several nodes share the host's CPUs (each claims all of them) and split its memory; each slurmd
+    listens on its own port, since they share 127.0.0.1."""
+    if nodes == 1:
+        return f"{node} NodeAddr=127.0.0.1 State=UNKNOWN"
+    mem = int(re.search(r"RealMemory=(\d+)", node).group(1)) // nodes
+    shape = re.sub(r"^NodeName=\S+ ", "", re.sub(r"RealMemory=\d+", f"RealMemory={mem}", node))
+    return "\n".join(f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={ports.slurmd + 20 * i} "
+                     f"{shape} State=UNKNOWN" for i, name in enumerate(node_names(host, nodes)))
+
+
+def slurm_conf(*, cluster: str, host: str, node: str, partition: str, root: Path, ports: Ports,
+               nodes: int = 1) -> str:
+    """Everything on 127.0.0.1, root runs the daemons, accounting through slurmdbd (the plugin polls sacct).
+    %n in the slurmd paths is the node name, so several slurmd daemons can share one host."""
     return f"""\
 ClusterName={cluster}
 SlurmctldHost={host}(127.0.0.1)
@@ -37,11 +55,11 @@ CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
+SlurmdSpoolDir={root}/spool-%n
 SlurmctldPidFile={root}/run/slurmctld.pid
-SlurmdPidFile={root}/run/slurmd.pid
+SlurmdPidFile={root}/run/slurmd-%n.pid
 SlurmctldLogFile={root}/log/slurmctld.log
-SlurmdLogFile={root}/log/slurmd.log
+SlurmdLogFile={root}/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -65,8 +83,9 @@ InactiveLimit=0
 MinJobAge=300
 KillWait=5
 Waittime=0
-{node} NodeAddr=127.0.0.1 State=UNKNOWN
-PartitionName={partition} Nodes={host} Default=YES MaxTime=INFINITE State=UP DefMemPerCPU=1000
+{node_lines(host=host, node=node, nodes=nodes, ports=ports)}
+PartitionName={partition} Nodes={",".join(node_names(host, nodes))} Default=YES MaxTime=INFINITE State=UP \
+DefMemPerCPU=1000
 """
 
 

@@ -55,6 +55,7 @@ class Stage:
     keep_checkpoints: int
     log_every: int
     workers: int
+    resampled_shards: bool
     processes: int
     augment: Augment
     image_reduction: ImageReduction

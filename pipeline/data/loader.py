@@ -15,12 +15,15 @@ Why it is built this way:
 - A sample whose image does not decode is replaced by a copy of a good sample of the same local batch
   and counted (batch["skipped"]), which keeps batch shapes equal on every rank (gathers need that).
   Samples without an image or caption and unreadable shards are skipped by every reader alike.
-At cluster scale each reader reading every shard multiplies I/O by ranks x workers; the data there
-should be sharded so that one stream per rank suffices (see `resampled` in a later version).
+At cluster scale each reader reading every shard multiplies I/O by ranks x workers: there, `resampled`
+(stage.resampled_shards) gives every rank and worker its own stream of whole shards drawn with
+replacement (as open_clip's --dataset-resampled), still a pure function of (seed, epoch, batch index)
+for a fixed number of ranks and workers.
 """
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import random
 import tarfile
@@ -43,6 +46,12 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def read_stats(path: str | Path) -> tuple[list[Path], int]:
     """(shard paths, sample count) from an image_text stats.json; the count is the loader's truth."""
+    shards, samples, _ = read_stats_counts(path)
+    return shards, samples
+
+
+def read_stats_counts(path: str | Path) -> tuple[list[Path], int, list[int]]:
+    """(shard paths, sample count, samples per shard) from an image_text stats.json."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: training data stats not found (run the data stage first)")
@@ -55,15 +64,16 @@ def read_stats(path: str | Path) -> tuple[list[Path], int]:
     samples = stats.get("samples")
     if not isinstance(samples, int) or samples < 1:
         raise UserError(f"{path}: samples: expected a positive integer, got {samples!r}")
-    shards = []
+    shards, counts = [], []
     for i, shard in enumerate(stats.get("shards") or []):
         shard_path = path.parent / shard["path"]
         if not shard_path.is_file():
             raise UserError(f"{path}: shards.{i}.path: {shard_path} does not exist")
         shards.append(shard_path)
+        counts.append(int(shard.get("samples", 0)))
     if not shards:
         raise UserError(f"{path}: shards: no shards listed")
-    return shards, samples
+    return shards, samples, counts
 
 
 def image_transform(*, image_size: int, scale: tuple[float, float], color_jitter: float) -> Callable:
@@ -106,12 +116,13 @@ class ShardStream(IterableDataset):
     def __init__(self, *, shards: list[Path], samples: int, batch_size: int, rank: int, world_size: int,
                  seed: int, image_transform: Callable, text_transform: Callable,
                  view_maker: Callable | None = None, caption_augmenter: Callable | None = None,
-                 shuffle_buffer: int = 2000):
+                 shuffle_buffer: int = 2000, resampled: bool = False, shard_counts: list[int] | None = None):
         self.shards, self.samples, self.batch_size = list(shards), samples, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.image_transform, self.text_transform = image_transform, text_transform
         self.view_maker, self.caption_augmenter = view_maker, caption_augmenter
         self.shuffle_buffer = shuffle_buffer
+        self.resampled, self.shard_counts = resampled, list(shard_counts or [0] * len(self.shards))
         self.epoch, self.start_batch = 0, 0
 
     @property
@@ -143,6 +154,9 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self.resampled:
+            yield from self.resampled_batches(worker, workers)
+            return
         group: list[dict] = []
         index = 0
         for sample in self.raw_stream(self.epoch):
@@ -155,6 +169,33 @@ class ShardStream(IterableDataset):
             group, index = [], index + 1
             if index >= self.batches_per_epoch():
                 return
+
+    def lane_samples(self, epoch: int, lane: int, skip: int) -> Iterator[dict]:
+        """Resampled mode: one lane's endless stream of this rank's samples - shards drawn with
+        replacement, each shuffled - starting `skip` samples in. Whole shards are skipped by their
+        stats.json counts without being read, so resuming costs at most one shard read per lane."""
+        misses = 0
+        for k in itertools.count():
+            rng = random.Random(_mix(self.seed, epoch, self.rank, lane, k, 3))
+            i = rng.randrange(len(self.shards))
+            if 0 < self.shard_counts[i] <= skip:
+                skip -= self.shard_counts[i]
+                continue
+            samples = list(_raw_samples(self.shards[i]))
+            misses = 0 if samples else misses + 1
+            if misses > 100:
+                raise UserError(f"training data: 100 shards in a row without a readable sample ({self.shards[i]})")
+            rng.shuffle(samples)
+            yield from samples[skip:]
+            skip = max(0, skip - len(samples))
+
+    def resampled_batches(self, worker: int, workers: int) -> Iterator[dict]:
+        """Worker w builds batches start+w, start+w+W, ... from lane (start+w) mod W; a lane's stream
+        depends only on (seed, epoch, rank, lane), so resuming with the same W gives the same batches."""
+        first = self.start_batch + worker
+        stream = self.lane_samples(self.epoch, first % workers, skip=(first // workers) * self.batch_size)
+        for index in range(first, self.batches_per_epoch(), workers):
+            yield self.decode_batch(index, list(itertools.islice(stream, self.batch_size)))
 
     def decode_batch(self, index: int, rows: list[dict]) -> dict:
         """Tensors of one local batch; RNG seeded per sample, caller's RNG states put back after."""
@@ -216,7 +257,8 @@ class TrainLoader:
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         self.dataset.set_position(epoch, start_batch)
         remaining = self.batches_per_epoch() - start_batch
-        workers = max(0, min(self.workers, remaining))  # no idle worker processes
+        # no idle worker processes; resampled lanes are tied to the worker count, so it stays fixed
+        workers = self.workers if self.dataset.resampled else max(0, min(self.workers, remaining))
         loader = DataLoader(self.dataset, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
                             persistent_workers=False)
         return iter(loader)
@@ -225,11 +267,12 @@ class TrainLoader:
 def build_train_loader(*, stats_path: str | Path, image_size: int, scale: tuple[float, float],
                        color_jitter: float, text_transform: Callable, batch_size: int, rank: int,
                        world_size: int, seed: int, workers: int, view_maker: Callable | None = None,
-                       caption_augmenter: Callable | None = None, pin_memory: bool = False) -> TrainLoader:
+                       caption_augmenter: Callable | None = None, resampled: bool = False,
+                       pin_memory: bool = False) -> TrainLoader:
     """A rank's loader; batch_size is per rank and per micro-batch. view_maker (PIL image ->
     [V, 3, H, W]) adds batch["views"]; caption_augmenter (captions -> captions) adds batch["text_aug"]
     (see pipeline.data.views for both)."""
-    shards, samples = read_stats(stats_path)
+    shards, samples, counts = read_stats_counts(stats_path)
     if samples < batch_size * world_size:
         raise UserError(f"{stats_path}: samples: {samples} is fewer than one global batch "
                         f"({batch_size * world_size})")
@@ -237,5 +280,6 @@ def build_train_loader(*, stats_path: str | Path, image_size: int, scale: tuple[
                           world_size=world_size, seed=seed, text_transform=text_transform,
                           image_transform=image_transform(image_size=image_size, scale=scale,
                                                           color_jitter=color_jitter),
-                          view_maker=view_maker, caption_augmenter=caption_augmenter)
+                          view_maker=view_maker, caption_augmenter=caption_augmenter, resampled=resampled,
+                          shard_counts=counts)
     return TrainLoader(dataset, workers=workers, pin_memory=pin_memory)

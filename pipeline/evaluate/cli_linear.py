@@ -21,7 +21,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-data", required=True, help="stats.json of the test split")
     p.add_argument("--out", required=True, help="result JSON, written atomically")
     p.add_argument("--cache-dir", help="folder for cached features (reused while checkpoint and data are unchanged)")
-    p.add_argument("--c-values", type=float, nargs="+", default=[1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5],
+    p.add_argument("--c-values", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3],
                    help="inverse L2 strengths swept on the validation split")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of train held out to choose C")
     p.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations per fit")

@@ -1,4 +1,4 @@
-"""Linear probe: L2-regularised logistic regression on frozen image features (scikit-learn).
+"""Linear probe: L2-regularised logistic regression on frozen, standardised image features (scikit-learn).
 
 The regularisation strength C is chosen on a validation split carved from train, then the probe is refit
 on train + val and scored once on test, as in the CLIP paper's protocol.
@@ -9,17 +9,20 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ..errors import UserError
 from .metrics import classification_metrics
 
 
-def _fit(x, y, c: float, max_iter: int, seed: int) -> LogisticRegression:
-    clf = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
+def _fit(x, y, c: float, max_iter: int, seed: int):
+    """Standardised features (scaler fit on the same rows), so C means the same for every model's feature scale."""
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter, random_state=seed))
     return clf.fit(x, y)
 
 
-def _full_logits(clf: LogisticRegression, x: np.ndarray, num_classes: int) -> torch.Tensor:
+def _full_logits(clf, x: np.ndarray, num_classes: int) -> torch.Tensor:
     """Decision scores in the dataset's label space (classes absent from train score -inf)."""
     scores = clf.decision_function(x)
     if scores.ndim == 1:  # binary: sklearn returns the positive class's margin only
@@ -63,4 +66,4 @@ def linear_probe(*, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
     metrics = classification_metrics(_full_logits(clf, xte, num_classes), yte)
     return {"lp_acc1": metrics["acc1"], "lp_acc5": metrics["acc5"],
             "lp_mean_per_class_recall": metrics["mean_per_class_recall"], "C": float(best),
-            "l2_lambda": 1.0 / (float(best) * len(ytr)), "val_acc1": val_acc[best]}
+            "val_acc1": val_acc[best]}

@@ -4,6 +4,7 @@ cosine lr, label smoothing or mixup/cutmix targets, timm ModelEmaV3, test accura
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -59,8 +60,9 @@ def _loss_and_mixup(s: TrainSettings, num_classes: int):
 def evaluate(model, dataset, *, batch_size: int, workers: int, device) -> dict[str, float]:
     model.eval()
     logits, labels = [], []
+    dtype = next(model.parameters()).dtype  # bf16 / fp16 engines hold low-precision weights
     for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
-        logits.append(model(images.to(device)).float().cpu())
+        logits.append(model(images.to(device, dtype=dtype)).float().cpu())
         labels.append(torch.as_tensor(targets))
     return classification_metrics(torch.cat(logits), torch.cat(labels))
 
@@ -73,14 +75,16 @@ def _train_loader(dataset, s: TrainSettings, world: int, rank: int, micro: int):
     return sampler, loader
 
 
-def _epoch(engine, loader, criterion, mixup, ema, s: TrainSettings, sched: dict, device) -> float:
+def _epoch(engine, loader, criterion, mixup, ema, sched: dict, device) -> float:
     engine.train()
     total = 0.0
-    for i, (images, targets) in enumerate(loader):
+    dtype = next(engine.module.parameters()).dtype
+    for images, targets in loader:
         set_lr(engine, lr_at(engine.global_steps, **sched))
         images, targets = images.to(device), targets.to(device)
         if mixup is not None:
             images, targets = mixup(images, targets)
+        images = images.to(dtype)
         loss = criterion(engine(images), targets)
         engine.backward(loss)
         before = engine.global_steps
@@ -98,7 +102,7 @@ def train_classifier(*, model, param_groups: list[dict], train_set, test_set, nu
 
     s = settings
     torch.manual_seed(s.seed)
-    world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if s.batch_size % (world * s.grad_accum_steps):
         raise UserError(f"batch_size: {s.batch_size} does not divide by processes x grad_accum_steps "
                         f"= {world * s.grad_accum_steps}")
@@ -117,7 +121,7 @@ def train_classifier(*, model, param_groups: list[dict], train_set, test_set, nu
     for epoch in range(s.epochs):
         sampler.set_epoch(epoch)
         start = time.time()
-        loss = _epoch(engine, loader, criterion, mixup, ema, s, sched, device)
+        loss = _epoch(engine, loader, criterion, mixup, ema, sched, device)
         row = {"epoch": epoch + 1, "train_loss": loss, "seconds": time.time() - start}
         if rank == 0:  # ZeRO <= 2 keeps full weights on every rank: rank 0 scores the test set alone
             row["test"] = evaluate(engine.module, test_set, batch_size=eval_batch_size, workers=s.workers,
