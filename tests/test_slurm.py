@@ -92,8 +92,13 @@ def test_slurm_conf_for_one_node(tmp_path):
     assert "SlurmctldHost=vm(127.0.0.1)" in conf
     assert "AccountingStorageType=accounting_storage/slurmdbd" in conf  # the plugin polls sacct
     assert "AccountingStoreFlags=job_comment" in conf  # sacct shows the rule in the comment
-    assert re.search(r"PartitionName=debug .*DefMemPerCPU=\d+", conf)
+    assert re.search(r"PartitionName=debug Nodes=vm .*DefMemPerCPU=\d+", conf)
     assert f"StateSaveLocation={tmp_path}/state" in conf
+    two = slurm_conf(cluster="c", host="vm", node=node, partition="debug", root=tmp_path, ports=Ports(), nodes=2)
+    # two slurmd daemons on one host: own names, own ports, half the memory each, %n-named spool/pid/log
+    assert re.search(r"NodeName=vm NodeHostname=vm NodeAddr=127.0.0.1 Port=6818 CPUs=2 .*RealMemory=10847", two)
+    assert re.search(r"NodeName=vm-2 NodeHostname=vm NodeAddr=127.0.0.1 Port=6838 CPUs=2 .*RealMemory=10847", two)
+    assert "Nodes=vm,vm-2 " in two and f"SlurmdPidFile={tmp_path}/run/slurmd-%n.pid" in two
 
 
 def test_recorded_pids_and_process_names(tmp_path):
@@ -149,14 +154,15 @@ def test_dry_run_shows_sbatch_resources_of_clipa(tmp_path):
 # ---------------------------------------------------------------- the cluster
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """A running one-node SLURM for the whole session (about 10 s to start once packages are there)."""
+    """A running two-node SLURM (two slurmd daemons on this host) for the whole session, about 10 s to start
+    once the packages are there; two nodes, so that multi-node training is tested too."""
     reason = sysx.unavailable_reason()
     if reason:
         pytest.skip(reason)
     base = Path(tempfile.mkdtemp(prefix="clipforge-slurm-test-"))
     missing = sysx.missing_packages()
     try:
-        cluster = testcluster.start(base=base)
+        cluster = testcluster.start(base=base, nodes=2)
     except sysx.ClusterError as exc:
         if missing and "apt-get" in str(exc):
             pytest.skip(f"could not install SLURM packages {missing}: {exc}")
@@ -179,10 +185,10 @@ def snakemake_env() -> dict:
     return env
 
 
-def run_snakemake(args: list[str], *, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+def run_snakemake(args: list[str], *, cwd: Path, timeout: float, log: str = "snakemake.out"):
     cmd = [sys.executable, "-m", "snakemake", *args]
     proc = subprocess.run(cmd, cwd=cwd, env=snakemake_env(), capture_output=True, text=True, timeout=timeout)
-    (cwd / "snakemake.out").write_text(proc.stdout + proc.stderr)
+    (cwd / log).write_text(proc.stdout + proc.stderr)
     return proc
 
 
@@ -207,7 +213,8 @@ def test_cluster_runs_and_accounts_a_job(slurm_cluster, tmp_path):
     job = out.strip().split(";")[0]
     sysx.wait_for(lambda: [j["State"] for j in sacct_jobs("clipforge-smoke")] == ["COMPLETED"],
                   timeout=30, what="the smoke job in sacct")
-    assert (tmp_path / f"{job}.out").read_text().strip() == slurm_cluster.host
+    assert (tmp_path / f"{job}.out").read_text().strip() == slurm_cluster.host  # both nodes are this host
+    assert len(slurm_cluster.nodes) == 2
 
 
 @pytest.mark.slurm
@@ -346,3 +353,28 @@ def test_demo_cancelled_pretrain_resumes_from_its_checkpoint(demo_run):
     metrics = [json.loads(line)["step"] for line in
                (demo_run["work"] / "results" / "demo" / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert metrics == sorted(set(metrics)) and metrics[-1] == PRETRAIN_STEPS
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_node_pretrain_runs_one_torchrun_per_node(demo_run, slurm_profile):
+    """resources.nodes: 2 -> one SLURM job on both nodes, one torchrun per node, ranks 0 and 1 meeting at the
+    first node (the demo's data is reused, so this is a single pretrain job)."""
+    work, config_dir = demo_run["work"], demo_run["work"] / "config"
+    assert (work / "data" / "fashion_mnist_demo" / "stats.json").is_file()
+    exp = yaml.safe_load((config_dir / "experiments" / "demo.yaml").read_text())
+    exp["pretrain"]["resources"] = {"nodes": 2, "cpus_per_task": 1, "mem_mb": 3000, "runtime_min": 10}
+    (config_dir / "experiments" / "demo2n.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    proc = run_snakemake(["--profile", str(slurm_profile), "-s", str(REPO / "Snakefile"),
+                          "results/demo2n/pretrain/final.pt", *FAST, "--retries", "0",
+                          "--config", f"config_dir={config_dir}", f"python={sys.executable}"],
+                         cwd=work, timeout=300, log="snakemake-2n.out")
+    log_path = work / "logs" / "demo2n" / "pretrain.log"
+    log = log_path.read_text() if log_path.is_file() else ""
+    assert proc.returncode == 0, (proc.stderr[-2000:], log[-2000:])
+    jobs = [j for j in sacct_jobs(run_id(proc.stderr)) if _rule(j["Comment"]) == "pretrain"]
+    assert [(j["State"], j["NNodes"]) for j in jobs] == [("COMPLETED", "2")], jobs
+    ranks = sorted(re.findall(r"--nnodes 2 --node_rank (\d)", log))
+    assert ranks == ["0", "1"], log[-2000:]
+    metrics = (work / "results" / "demo2n" / "pretrain" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(metrics[-1])["step"] == PRETRAIN_STEPS

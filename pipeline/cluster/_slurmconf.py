@@ -25,8 +25,9 @@ def node_line(slurmd_c_output: str) -> str:
 
 
 def node_names(host: str, nodes: int) -> list[str]:
-    """One node is the host itself; several are n1..nN, all slurmd daemons on this host."""
-    return [host] if nodes == 1 else [f"n{i}" for i in range(1, nodes + 1)]
+    """The first node is the host itself, so the first node's name resolves (torchrun's rendezvous host);
+    the others are <host>-2 ... <host>-N, all slurmd daemons on this host."""
+    return [host] + [f"{host}-{i}" for i in range(2, nodes + 1)]
 
 
 def node_lines(*, host: str, node: str, nodes: int, ports: Ports) -> str:

@@ -1,6 +1,6 @@
 """A throwaway single-node SLURM cluster with accounting, for testing the workflow through `sbatch`.
 
-    python -m pipeline.cluster.testcluster start [--base DIR] [--partition debug]
+    python -m pipeline.cluster.testcluster start [--base DIR] [--partition debug] [--nodes N]
     python -m pipeline.cluster.testcluster status|stop [--base DIR] [--clean]
 
 Needs root on Debian (installs slurmctld slurmd slurm-client munge slurmdbd mariadb-server when missing).
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import _system as sysx
-from ._slurmconf import Ports, node_line, slurm_conf, slurmdbd_conf
+from ._slurmconf import Ports, node_line, node_names, slurm_conf, slurmdbd_conf
 from ._system import ClusterError
 
 DEFAULT_BASE = Path(os.environ.get("TMPDIR", "/tmp")) / "clipforge-slurm"
@@ -39,6 +39,7 @@ class Cluster:
     account: str
     name: str
     host: str
+    nodes: list
     started_s: float
 
     @property
@@ -151,22 +152,23 @@ def _start_accounting(root: Path, ports: Ports, cluster: str) -> None:
     sysx.run(["sacctmgr", "-i", "add", "cluster", cluster])  # also adds account root with user root
 
 
-def _start_slurm(root: Path, host: str, partition: str) -> None:
+def _start_slurm(root: Path, nodes: list[str], partition: str) -> None:
     sysx.spawn_daemon(["slurmctld"], root / "log" / "daemons.log")
     _record(root, "slurmctld", sysx.read_pid(root / "run" / "slurmctld.pid"))
     sysx.wait_for(lambda: sysx.succeeds(["scontrol", "ping"]), timeout=30,
                   what=f"slurmctld ({root}/log/slurmctld.log)")
-    sysx.spawn_daemon(["slurmd"], root / "log" / "daemons.log")
-    _record(root, "slurmd", sysx.read_pid(root / "run" / "slurmd.pid"))
+    for node in nodes:  # -N: which NodeName this slurmd serves (several share the host)
+        sysx.spawn_daemon(["slurmd", "-N", node], root / "log" / "daemons.log")
+        _record(root, "slurmd", sysx.read_pid(root / "run" / f"slurmd-{node}.pid"))
 
     def idle() -> bool:
-        proc = sysx.run(["sinfo", "-h", "-p", partition, "-n", host, "-o", "%t"], check=False, timeout=5)
-        return proc.stdout.strip() == "idle"
+        proc = sysx.run(["sinfo", "-h", "-N", "-p", partition, "-o", "%N %t"], check=False, timeout=5)
+        return sorted(proc.stdout.split()) == sorted([*nodes, *["idle"] * len(nodes)])
 
-    sysx.wait_for(idle, timeout=60, what=f"node {host} to be idle ({root}/log/slurmd.log)")
+    sysx.wait_for(idle, timeout=60, what=f"nodes {','.join(nodes)} to be idle ({root}/log/slurmd-*.log)")
 
 
-def _prepare(base: Path, ports: Ports, install: bool) -> Path:
+def _prepare(base: Path, ports: list[int], install: bool) -> Path:
     """Check root and packages (installing them), stop an older instance, check ports, fresh folders."""
     reason = sysx.unavailable_reason()
     if reason:
@@ -181,39 +183,42 @@ def _prepare(base: Path, ports: Ports, install: bool) -> Path:
         if recorded_pids(old):
             _log(f"stopping the previous instance under {old}")
             stop(base=old.parent)
-    busy = [p for p in ports.all() if not sysx.port_free(p)]
+    busy = [p for p in ports if not sysx.port_free(p)]
     if busy:
         raise ClusterError(f"ports in use: {busy} (another SLURM or MariaDB?); see `ss -ltnp`")
     shutil.rmtree(root, ignore_errors=True)
-    for sub in ("etc", "state", "spool", "log", "run", "munge"):
+    for sub in ("etc", "state", "log", "run", "munge"):
         (root / sub).mkdir(parents=True)
     for d in (base, root):  # munge and mysql users must reach their folders
         d.chmod(0o755)
     return root
 
 
-def start(*, base: Path = DEFAULT_BASE, partition: str = "debug", name: str = "clipforge",
+def start(*, base: Path = DEFAULT_BASE, partition: str = "debug", name: str = "clipforge", nodes: int = 1,
           ports: Ports = Ports(), install: bool = True) -> Cluster:
-    """Install if needed and start munged, MariaDB, slurmdbd, slurmctld, slurmd; return when the node is idle."""
+    """Install if needed and start munged, MariaDB, slurmdbd, slurmctld and one slurmd per node (all on this
+    host; several nodes share its CPUs, for multi-node jobs); return when every node is idle."""
     t0 = time.monotonic()
     base = Path(base).resolve()
-    root = _prepare(base, ports, install)
+    root = _prepare(base, ports.all() + [ports.slurmd + 20 * i for i in range(1, nodes)], install)
     host = socket.gethostname().split(".")[0]
+    names = node_names(host, nodes)
     try:
         _start_munge(root)
         node = node_line(sysx.run(["slurmd", "-C"]).stdout)
-        (root / "etc" / "slurm.conf").write_text(
-            slurm_conf(cluster=name, host=host, node=node, partition=partition, root=root, ports=ports))
+        (root / "etc" / "slurm.conf").write_text(slurm_conf(cluster=name, host=host, node=node, partition=partition,
+                                                            root=root, ports=ports, nodes=nodes))
         _link_etc(root, "slurm.conf")
         _start_accounting(root, ports, name)
-        _start_slurm(root, host, partition)
+        _start_slurm(root, names, partition)
     except BaseException:
         stop(base=base)
         raise
-    cluster = Cluster(base=str(base), partition=partition, account=ACCOUNT, name=name, host=host,
+    cluster = Cluster(base=str(base), partition=partition, account=ACCOUNT, name=name, host=host, nodes=names,
                       started_s=round(time.monotonic() - t0, 1))
     (root / "cluster.json").write_text(json.dumps(asdict(cluster), indent=2) + "\n")
-    _log(f"cluster {name} up in {cluster.started_s} s: partition {partition}, node {host}, logs {root}/log")
+    _log(f"cluster {name} up in {cluster.started_s} s: partition {partition}, nodes {','.join(names)}, "
+         f"logs {root}/log")
     return cluster
 
 
@@ -261,11 +266,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument("--base", type=Path, default=DEFAULT_BASE, help="folder for state, logs and data")
     parser.add_argument("--partition", default="debug")
+    parser.add_argument("--nodes", type=int, default=1, help="slurmd daemons (nodes) on this host")
     parser.add_argument("--no-install", action="store_true", help="fail instead of installing packages")
     parser.add_argument("--clean", action="store_true", help="stop: also delete BASE/cluster")
     args = parser.parse_args(argv)
     if args.action == "start":
-        cluster = start(base=args.base, partition=args.partition, install=not args.no_install)
+        cluster = start(base=args.base, partition=args.partition, nodes=args.nodes, install=not args.no_install)
         print(json.dumps(asdict(cluster)))
     elif args.action == "stop":
         stop(base=args.base, clean=args.clean)

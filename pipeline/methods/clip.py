@@ -22,10 +22,12 @@ def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit
     """(image->text logits [m, N], text->image logits [m, N], target column of each local row)."""
     all_image = gather_with_grad(image_features)
     all_text = gather_with_grad(text_features)
-    rank, _ = world()
+    rank, world_size = world()
     rows = image_features.shape[0]
     labels = torch.arange(rows, device=image_features.device) + rank * rows
     logits_image = logit_scale * image_features @ all_text.T
+    if world_size == 1:  # the full square matrix: text->image logits are its transpose
+        return logits_image, logits_image.T, labels
     logits_text = logit_scale * text_features @ all_image.T
     return logits_image, logits_text, labels
 

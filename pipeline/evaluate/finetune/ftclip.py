@@ -43,6 +43,8 @@ def train_transform(*, image_size: int, randaugment: str | None, reprob: float, 
     """RandomResizedCrop + flip + RandAugment (timm policy string) + random erasing, normalised."""
     from timm.data import create_transform
 
-    return create_transform(input_size=image_size, is_training=True, scale=scale, hflip=0.5,
+    # color_jitter 0: FT-CLIP's timm setup ignores its 0.4 jitter whenever RandAugment is on; keep it off
+    # with RandAugment off too (timm would otherwise switch jitter on)
+    return create_transform(input_size=image_size, is_training=True, scale=scale, hflip=0.5, color_jitter=0.0,
                             auto_augment=randaugment or None, interpolation="bicubic", re_prob=reprob,
                             re_mode="pixel", re_count=1, mean=mean, std=std)
