@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import (CONFIG_DIR, Dataset, Experiment, dataset_path, experiment_path, load_dataset,
+from .config import (CONFIG_DIR, ConfigError, Dataset, Experiment, dataset_path, experiment_path, load_dataset,
                      load_experiment, to_dict)
 
 CHECKPOINTS = ("pretrain", "finetune")
@@ -65,7 +65,7 @@ class WorkflowConfig:
         exp = to_dict(self.experiment(name))
         training = ("method", "method_options", "data", "model", "pretrain")
         keys = {"pretrain": training, "finetune": training + ("finetune",),
-                "table": ("description", "published")}[stage]
+                "table": ("description", "published", "groups")}[stage]
         return json.dumps({k: exp.get(k) for k in keys}, sort_keys=True)
 
     def resources(self, name: str, stage: str, attempt: int = 1) -> dict:
@@ -78,9 +78,66 @@ class WorkflowConfig:
         return out
 
     def eval_results(self, name: str) -> list[str]:
-        exp = self.experiment(name)
-        return [f"results/{name}/eval/{ckpt}/zeroshot/{ds}.json"
-                for ckpt in self.checkpoints(name) for ds in exp.evaluate.zeroshot]
+        """Every evaluation JSON the table of experiment `name` reads, one per (checkpoint, task, dataset)."""
+        ev = self.experiment(name).evaluate
+        out = []
+        for ckpt in self.checkpoints(name):
+            base = f"results/{name}/eval/{ckpt}"
+            out += [f"{base}/zeroshot/{ds}.json" for ds in ev.zeroshot]
+            out += [f"{base}/linear_probe/{p.test}.json" for p in ev.linear_probe.datasets]
+            out += [f"{base}/finetune/{p.test}.json" for p in ev.finetune_eval.datasets]
+            out += [f"{base}/wiseft/{p.test}.json" for p in ev.wiseft.datasets]
+            out += [f"{base}/retrieval/{r.name}.json" for r in ev.retrieval.datasets]
+        out += [f"results/{name}/eval/resnet50/finetune/{p.test}.json" for p in ev.supervised_baseline.datasets]
+        return out
+
+    def train_split(self, name: str, task: str, test: str) -> str:
+        """Stats file of the training split paired with test set `test` in evaluate.<task>.datasets."""
+        for pair in getattr(self.experiment(name).evaluate, task).datasets:
+            if pair.test == test:
+                return f"data/{pair.train}/stats.json"
+        raise ConfigError(f"{self.experiment_file(name)}: evaluate.{task}.datasets: no pair with test {test!r}")
+
+    def retrieval_set(self, name: str, dataset: str):
+        for entry in self.experiment(name).evaluate.retrieval.datasets:
+            if entry.name == dataset:
+                return entry
+        raise ConfigError(f"{self.experiment_file(name)}: evaluate.retrieval.datasets: no entry {dataset!r}")
+
+    def finetune_eval_args(self, name: str) -> list[str]:
+        """evaluate.finetune_eval as command-line arguments of `python -m pipeline finetune-eval`."""
+        ft = self.experiment(name).evaluate.finetune_eval
+        args = ["--epochs", ft.epochs, "--batch-size", ft.batch_size, "--grad-accum-steps", ft.grad_accum_steps,
+                "--lr", ft.lr, "--min-lr", ft.min_lr, "--warmup-epochs", ft.warmup_epochs,
+                "--weight-decay", ft.weight_decay, "--layer-decay", ft.layer_decay,
+                "--ema-decay", ft.ema_decay or 0, "--label-smoothing", ft.label_smoothing,
+                "--randaugment", ft.randaugment, "--reprob", ft.reprob, "--crop-min", ft.crop_min,
+                "--mixup", ft.mixup, "--cutmix", ft.cutmix, "--head-init", ft.head_init,
+                "--zero-stage", ft.zero_stage, "--precision", ft.precision, "--workers", ft.workers,
+                "--seed", ft.seed]
+        if ft.grad_clip:
+            args += ["--grad-clip", ft.grad_clip]
+        return [str(a) for a in args]
+
+    def supervised_args(self, name: str) -> list[str]:
+        sb = self.experiment(name).evaluate.supervised_baseline
+        args = ["--epochs", sb.epochs, "--batch-size", sb.batch_size, "--lr", sb.lr,
+                "--head-lr-scale", sb.head_lr_scale, "--weight-decay", sb.weight_decay,
+                "--image-size", sb.image_size, "--workers", sb.workers, "--seed", sb.seed]
+        if sb.weights:
+            args += ["--weights", sb.weights]
+        if sb.augment:
+            args += ["--augment"]
+        return [str(a) for a in args]
+
+    def group_members(self, group: str) -> list[str]:
+        """Experiments whose `groups` list names `group` (results/tables/<group>.table)."""
+        from .config import list_experiments
+
+        members = [n for n in list_experiments(self.config_dir) if group in self.experiment(n).groups]
+        if not members:
+            raise ConfigError(f"{self.config_dir}/experiments: no experiment lists group {group!r} in `groups`")
+        return members
 
     def dataset_fingerprint(self, name: str) -> str:
         """JSON of a dataset's config (its data rule's params rerun trigger)."""

@@ -237,7 +237,8 @@ def test_workflow_jobs_go_through_sbatch_with_rule_resources(slurm_profile, tmp_
 
 
 # ---------------------------------------------------------------- the demo workflow on the cluster
-PRETRAIN_STEPS = 8
+PRETRAIN_STEPS = 6
+BATCH = 16
 
 
 def _tiny_demo_config(dest: Path) -> Path:
@@ -245,13 +246,13 @@ def _tiny_demo_config(dest: Path) -> Path:
     shutil.copytree(REPO / "config", dest)
     path = dest / "experiments" / "demo.yaml"
     exp = yaml.safe_load(path.read_text())
-    # pretrain: 8 steps, a checkpoint every 2, so there is something to resume from when it is cancelled
-    exp["pretrain"].update(epochs=None, samples=32 * PRETRAIN_STEPS, batch_size=32, warmup_steps=1,
+    # pretrain: 6 steps, a checkpoint every 2, so there is something to resume from when it is cancelled
+    exp["pretrain"].update(epochs=None, samples=BATCH * PRETRAIN_STEPS, batch_size=BATCH, warmup_steps=1,
                            checkpoint_every=2, log_every=1)
-    exp["finetune"].update(epochs=None, samples=32, batch_size=32, warmup_steps=0, checkpoint_every=1,
+    exp["finetune"].update(epochs=None, samples=BATCH, batch_size=BATCH, warmup_steps=0, checkpoint_every=1,
                            log_every=1)
     path.write_text(yaml.safe_dump(exp, sort_keys=False))
-    for name, subset in (("fashion_mnist_demo", 128), ("fashion_mnist_demo_test", 100)):
+    for name, subset in (("fashion_mnist_demo", 128), ("fashion_mnist_demo_test", 50)):
         ds_path = dest / "datasets" / f"{name}.yaml"
         ds = yaml.safe_load(ds_path.read_text())
         ds["subset"] = subset
@@ -342,14 +343,18 @@ def test_demo_cancelled_pretrain_resumes_from_its_checkpoint(demo_run):
     # the retry asked for twice the time limit (runtime grows with the attempt)
     minutes = [int(j["Timelimit"].split(":")[0]) * 60 + int(j["Timelimit"].split(":")[1]) for j in pretrain]
     assert minutes[1] == 2 * minutes[0]
-    log = (demo_run["work"] / "logs" / "demo" / "pretrain.log").read_text()
-    resumed = re.search(r"resuming from \S+step_(\d+)\.pt", log)
-    assert resumed, log[-3000:]
+    # each SLURM job keeps its own log: the cancelled attempt started at step 1, the retry at the step after
+    # its newest checkpoint
+    logs = [(demo_run["work"] / "logs" / "slurm" / "rule_pretrain" / "demo" / f"{j['JobID']}.log").read_text()
+            for j in pretrain]
+    steps = [[int(n) for n in re.findall(r"^step (\d+)/", log, re.M)] for log in logs]
+    assert steps[0][0] == 1 and "resuming from" not in logs[0], logs[0][-2000:]
+    resumed = re.search(r"resuming from \S+step_(\d+)\.pt", logs[1])
+    assert resumed, logs[1][-3000:]
     step = int(resumed.group(1))
-    assert step >= int(re.search(r"\d+", cancelled["saved"]).group())
-    after = log[resumed.end():]
-    first_step = int(re.search(r"^step (\d+)/", after, re.M).group(1))
-    assert first_step == step + 1  # continued, not restarted from step 1
+    assert int(re.search(r"\d+", cancelled["saved"]).group()) <= step <= steps[0][-1]
+    assert steps[1] == list(range(step + 1, PRETRAIN_STEPS + 1))  # continued, not restarted from step 1
+    assert "resuming from" in (demo_run["work"] / "logs" / "demo" / "pretrain.log").read_text()
     metrics = [json.loads(line)["step"] for line in
                (demo_run["work"] / "results" / "demo" / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert metrics == sorted(set(metrics)) and metrics[-1] == PRETRAIN_STEPS

@@ -194,6 +194,7 @@ class MethodOptions:
 class Experiment:
     name: str
     description: str
+    groups: tuple[str, ...]
     method: str
     method_options: MethodOptions
     data: Data

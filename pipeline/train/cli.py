@@ -30,6 +30,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"{args.experiment}: {stage}.enabled: the stage is disabled")
     if stage == "finetune" and args.init is None:
         raise UserError(f"{args.experiment}: finetune: --init (the pretrain final.pt) is required")
+    if not args.train_data.is_file():
+        raise UserError(f"{args.train_data}: --train-data stats not found (run the data stage first)")
     if args.init is not None and not args.init.is_file():
         raise UserError(f"{args.init}: --init checkpoint not found")
     from .loop import train  # torch is slow to import: only after the arguments are known to be good

@@ -1,10 +1,11 @@
 rule table:
-    """results/<name>.table (markdown) and .csv: our numbers beside the published ones."""
+    """results/<name>.table (markdown), .csv and .tex: our numbers beside the published ones."""
     input:
         lambda w: WF.eval_results(w.name),
     output:
         table="results/{name}.table",
         csv="results/{name}.csv",
+        tex="results/{name}.tex",
     log:
         "logs/{name}/table.log",
     params:
@@ -13,4 +14,22 @@ rule table:
     localrule: True
     shell:
         "{PY} -m pipeline table --experiment {params.experiment:q} --results {input:q} "
-        "--out {output.table:q} --csv {output.csv:q} 2>&1 | tee {log:q}"
+        "--out {output.table:q} --csv {output.csv:q} --tex {output.tex:q} 2>&1 | tee {log:q}"
+
+
+rule table_group:
+    """results/tables/<group>.table: every experiment whose `groups` names <group>, side by side."""
+    input:
+        lambda w: [r for n in WF.group_members(w.group) for r in WF.eval_results(n)],
+    output:
+        table="results/tables/{group}.table",
+        csv="results/tables/{group}.csv",
+        tex="results/tables/{group}.tex",
+    log:
+        "logs/tables/{group}.log",
+    params:
+        experiments=lambda w: [WF.experiment_file(n) for n in WF.group_members(w.group)],
+    localrule: True
+    shell:
+        "{PY} -m pipeline table-group --group {wildcards.group:q} --experiments {params.experiments:q} "
+        "--results {input:q} --out {output.table:q} --csv {output.csv:q} --tex {output.tex:q} 2>&1 | tee {log:q}"
