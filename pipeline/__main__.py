@@ -17,6 +17,7 @@ STAGES = {
     "retrieval": "pipeline.evaluate.cli_retrieval",
     "table": "pipeline.report.cli",
     "table-group": "pipeline.report.cli",
+    "curves": "pipeline.report.curves",
     "check-config": "pipeline.config.cli",
 }
 

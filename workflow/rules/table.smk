@@ -1,9 +1,27 @@
+rule curves:
+    """Training curves of every stage of an experiment in one figure (shown by `snakemake --report`)."""
+    input:
+        lambda w: [f"results/{w.name}/{c}/final.pt" for c in WF.checkpoints(w.name)],
+    output:
+        report("results/{name}/curves.png", caption="../report/curves.rst", category="Curves",
+               subcategory="{name}"),
+    params:
+        metrics=lambda w: [f"{c}=results/{w.name}/{c}/metrics.jsonl" for c in WF.checkpoints(w.name)],
+    log:
+        "logs/{name}/curves.log",
+    localrule: True
+    shell:
+        "{PY} -m pipeline curves --metrics {params.metrics:q} --title {wildcards.name:q} --out {output:q} "
+        "2>&1 | tee {log:q}"
+
+
 rule table:
     """results/<name>.table (markdown), .csv and .tex: our numbers beside the published ones."""
     input:
-        lambda w: WF.eval_results(w.name),
+        results=lambda w: WF.eval_results(w.name),
+        curves="results/{name}/curves.png",
     output:
-        table="results/{name}.table",
+        table=report("results/{name}.table", caption="../report/table.rst", category="Tables"),
         csv="results/{name}.csv",
         tex="results/{name}.tex",
     log:
@@ -13,7 +31,7 @@ rule table:
         fingerprint=lambda w: WF.fingerprint(w.name, "table"),
     localrule: True
     shell:
-        "{PY} -m pipeline table --experiment {params.experiment:q} --results {input:q} "
+        "{PY} -m pipeline table --experiment {params.experiment:q} --results {input.results:q} "
         "--out {output.table:q} --csv {output.csv:q} --tex {output.tex:q} 2>&1 | tee {log:q}"
 
 
@@ -22,7 +40,7 @@ rule table_group:
     input:
         lambda w: [r for n in WF.group_members(w.group) for r in WF.eval_results(n)],
     output:
-        table="results/tables/{group}.table",
+        table=report("results/tables/{group}.table", caption="../report/table.rst", category="Tables"),
         csv="results/tables/{group}.csv",
         tex="results/tables/{group}.tex",
     log:
