@@ -68,14 +68,16 @@ class WorkflowConfig:
                 "table": ("description", "published", "groups")}[stage]
         return json.dumps({k: exp.get(k) for k in keys}, sort_keys=True)
 
-    def resources(self, name: str, stage: str, attempt: int = 1) -> dict:
-        """Cluster resources of a training stage; runtime grows with the retry attempt."""
+    def resources(self, name: str, stage: str, attempt: int = 1, gpu_type: str | None = None) -> dict:
+        """sbatch resources of a training stage (snakemake-executor-plugin-slurm names): one task per
+        node, each a torchrun; GPUs per node through slurm_extra (the plugin's `gpu` is a job total);
+        runtime grows with the retry attempt."""
         res = self.experiment(name).stage(stage).resources
-        out = {"nodes": res.nodes, "cpus_per_task": res.cpus_per_task, "mem_mb": res.mem_mb,
-               "runtime": res.runtime_min * attempt, "tasks_per_node": 1}
+        extra = "--ntasks-per-node=1"
         if res.gpus_per_node:
-            out["gpu"] = res.gpus_per_node
-        return out
+            extra += f" --gpus-per-node={gpu_type + ':' if gpu_type else ''}{res.gpus_per_node}"
+        return {"nodes": res.nodes, "tasks": res.nodes, "cpus_per_task": res.cpus_per_task,
+                "mem_mb": res.mem_mb, "runtime": res.runtime_min * attempt, "slurm_extra": extra}
 
     def eval_results(self, name: str) -> list[str]:
         """Every evaluation JSON the table of experiment `name` reads, one per (checkpoint, task, dataset)."""

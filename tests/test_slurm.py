@@ -169,6 +169,7 @@ def slurm_cluster():
         raise
     yield cluster
     testcluster.stop(base=base, clean=True)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

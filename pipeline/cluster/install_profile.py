@@ -42,13 +42,14 @@ def _optional_lines(*, qos: Optional[str], gpu_type: Optional[str], gpu_partitio
     lines = []
     if qos:
         lines.append(f'slurm-qos: "{qos}"                # every job is submitted with --qos')
+    lines += ["config:",
+              "  protect_checkpoints: true         # final.pt of pretrain/finetune become read-only (protected)"]
     if gpu_type:
-        lines += ["config:                            # read by the training rules: --gpus-per-node=TYPE:N",
-                  f'  slurm_gpu_type: "{gpu_type}"']
+        lines += [f'  slurm_gpu_type: "{gpu_type}"          # read by the training rules: --gpus-per-node=TYPE:N']
     if gpu_partition:
         lines.append("set-resources:                     # training jobs go to the GPU partition")
         lines += [f"  {rule}:\n    slurm_partition: \"'{gpu_partition}'\"" for rule in TRAINING_RULES]
-    return "\n".join(lines) if lines else "# (no QoS, GPU type or GPU partition given)"
+    return "\n".join(lines)
 
 
 def render_profile(*, partition: str, account: str, gpu_type: Optional[str] = None,

@@ -50,6 +50,13 @@ def srun_command(argv: list[str], *, nodes: int) -> list[str]:
             f"--export=ALL,{NODE_FLAG}=1", sys.executable, "-m", "pipeline.train.launch", *argv]
 
 
+def allocation_env(env: dict) -> dict:
+    """The environment for the nested srun: inside Snakemake's job step the SLURM_* variables describe
+    that one-node step, not the job, so keep only the job id (srun then asks the controller for the
+    whole allocation) and the config path."""
+    return {k: v for k, v in env.items() if not k.startswith("SLURM_") or k in ("SLURM_JOB_ID", "SLURM_CONF")}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     peek = argparse.ArgumentParser(add_help=False)
@@ -61,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     nodes = stage.resources.nodes
     if nodes > 1 and "SLURM_JOB_ID" not in os.environ:
         raise UserError(f"{args.experiment}: {args.stage}.resources.nodes: {nodes} nodes need a SLURM allocation")
-    if nodes > 1 and os.environ.get(NODE_FLAG) != "1":
-        command = srun_command(argv, nodes=nodes)
+    env = dict(os.environ)
+    if nodes > 1 and env.get(NODE_FLAG) != "1":
+        command, env = srun_command(argv, nodes=nodes), allocation_env(env)
     else:
-        command = torchrun_command(argv, processes=stage.processes, nodes=nodes, env=dict(os.environ))
+        command = torchrun_command(argv, processes=stage.processes, nodes=nodes, env=env)
     print("launch:", " ".join(command), flush=True)
-    os.execvp(command[0], command)
+    os.execvpe(command[0], command, env)
     return 0  # not reached: exec replaced this process
 
 

@@ -14,6 +14,15 @@ from pipeline.workflow import WorkflowConfig
 # --config config_dir=PATH reads experiments and datasets from another folder (tests use it).
 CONFIG_DIR = Path(config.get("config_dir", Path(workflow.basedir) / "config"))
 PY = config.get("python", "python")  # interpreter that runs `-m pipeline` in every rule
+GPU_TYPE = config.get("slurm_gpu_type")  # set by the installed slurm profile (--gpu-type)
+# The slurm profile sets protect_checkpoints: final checkpoints that took days become read-only, and
+# Snakemake refuses to overwrite them after a code or config edit (remove the file to retrain on purpose).
+PROTECT = bool(config.get("protect_checkpoints", False))
+
+
+def final_checkpoint(stage):
+    path = f"results/{{name}}/{stage}/final.pt"
+    return protected(path) if PROTECT else path
 
 
 def _validated(kind, path):

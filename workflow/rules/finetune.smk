@@ -4,7 +4,7 @@ rule finetune:
         data=lambda w: WF.train_stats(w.name),
         init="results/{name}/pretrain/final.pt",
     output:
-        "results/{name}/finetune/final.pt",
+        final_checkpoint("finetune"),
     log:
         "logs/{name}/finetune.log",
     params:
@@ -12,12 +12,8 @@ rule finetune:
         fingerprint=lambda w: WF.fingerprint(w.name, "finetune"),
     threads: lambda w: experiment(w.name).finetune.resources.cpus_per_task
     resources:
-        nodes=lambda w: WF.resources(w.name, "finetune")["nodes"],
-        tasks_per_node=1,
-        cpus_per_task=lambda w: WF.resources(w.name, "finetune")["cpus_per_task"],
-        mem_mb=lambda w: WF.resources(w.name, "finetune")["mem_mb"],
-        runtime=lambda w, attempt: WF.resources(w.name, "finetune", attempt)["runtime"],
-        gpu=lambda w: WF.resources(w.name, "finetune").get("gpu", 0),
+        **{key: (lambda w, attempt, key=key: WF.resources(w.name, "finetune", attempt, GPU_TYPE)[key])
+           for key in ("nodes", "tasks", "cpus_per_task", "mem_mb", "runtime", "slurm_extra")},
     shell:
         "{PY} -m pipeline.train.launch finetune --experiment {params.experiment:q} "
         "--train-data {input.data:q} --init {input.init:q} --out {output:q} 2>&1 | tee -a {log:q}"

@@ -4,7 +4,7 @@ rule pretrain:
     input:
         data=lambda w: WF.train_stats(w.name),
     output:
-        "results/{name}/pretrain/final.pt",
+        final_checkpoint("pretrain"),
     log:
         "logs/{name}/pretrain.log",
     params:
@@ -12,12 +12,8 @@ rule pretrain:
         fingerprint=lambda w: WF.fingerprint(w.name, "pretrain"),
     threads: lambda w: experiment(w.name).pretrain.resources.cpus_per_task
     resources:
-        nodes=lambda w: WF.resources(w.name, "pretrain")["nodes"],
-        tasks_per_node=1,
-        cpus_per_task=lambda w: WF.resources(w.name, "pretrain")["cpus_per_task"],
-        mem_mb=lambda w: WF.resources(w.name, "pretrain")["mem_mb"],
-        runtime=lambda w, attempt: WF.resources(w.name, "pretrain", attempt)["runtime"],
-        gpu=lambda w: WF.resources(w.name, "pretrain").get("gpu", 0),
+        **{key: (lambda w, attempt, key=key: WF.resources(w.name, "pretrain", attempt, GPU_TYPE)[key])
+           for key in ("nodes", "tasks", "cpus_per_task", "mem_mb", "runtime", "slurm_extra")},
     shell:
         "{PY} -m pipeline.train.launch pretrain --experiment {params.experiment:q} "
         "--train-data {input.data:q} --out {output:q} 2>&1 | tee -a {log:q}"
