@@ -46,7 +46,7 @@ def test_profile_renders_requested_settings(tmp_path):
     assert profile["default-resources"]["slurm_partition"] == "'gpu-a100'"
     assert profile["default-resources"]["slurm_account"] == "'proj_42'"
     assert profile["slurm-qos"] == "high"
-    assert profile["config"] == {"slurm_gpu_type": "a100"}
+    assert profile["config"] == {"slurm_gpu_type": "a100", "protect_checkpoints": True}
     assert profile["set-resources"] == {r: {"slurm_partition": "'gpu'"} for r in ("pretrain", "finetune")}
     assert profile["retries"] >= 1 and profile["rerun-incomplete"] is True and profile["latency-wait"] >= 30
     # sacct's "CANCELLED by <uid>" is not a failure state to plugin 2.8.0 (it would wait forever); squeue's is
@@ -56,8 +56,9 @@ def test_profile_renders_requested_settings(tmp_path):
 
 def test_profile_optional_settings_absent(tmp_path):
     profile = yaml.safe_load(ip.render_profile(partition="debug", account="root"))
-    for key in ("slurm-qos", "config", "set-resources"):
+    for key in ("slurm-qos", "set-resources"):
         assert key not in profile
+    assert profile["config"] == {"protect_checkpoints": True}  # days of training are not overwritten by accident
     assert profile["jobs"] == 100
 
 
