@@ -13,7 +13,8 @@ from pipeline.workflow import WorkflowConfig
 
 # --config config_dir=PATH reads experiments and datasets from another folder (tests use it).
 CONFIG_DIR = Path(config.get("config_dir", Path(workflow.basedir) / "config"))
-PY = config.get("python", "python")  # interpreter that runs `-m pipeline` in every rule
+# interpreter that runs `-m pipeline` in every rule: the one running Snakemake, unless --config python=...
+PY = config.get("python", sys.executable)
 GPU_TYPE = config.get("slurm_gpu_type")  # set by the installed slurm profile (--gpu-type)
 # The slurm profile sets protect_checkpoints: final checkpoints that took days become read-only, and
 # Snakemake refuses to overwrite them after a code or config edit (remove the file to retrain on purpose).

@@ -14,5 +14,5 @@ rule data:
         mem_mb=4000,
         runtime=lambda w, attempt: 120 * attempt,
     shell:
-        "{PY} -m pipeline data --dataset {wildcards.dataset:q} --config-dir {CONFIG_DIR:q} "
+        "{PY:q} -m pipeline data --dataset {wildcards.dataset:q} --config-dir {CONFIG_DIR:q} "
         "--out {output:q} 2>&1 | tee {log:q}"

@@ -19,7 +19,7 @@ rule zeroshot:
         mem_mb=8000,
         runtime=60,
     shell:
-        "{PY} -m pipeline zeroshot --checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} "
+        "{PY:q} -m pipeline zeroshot --checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} "
         "--data {input.data:q} --out {output:q} --batch-size {params.batch_size} "
         "--workers {params.workers} 2>&1 | tee {log:q}"
 
@@ -45,7 +45,7 @@ rule linear_probe:
         mem_mb=16000,
         runtime=120,
     shell:
-        "{PY} -m pipeline linear-probe --checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} "
+        "{PY:q} -m pipeline linear-probe --checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} "
         "--train-data {input.train:q} --test-data {input.test:q} --out {output:q} --cache-dir {params.cache:q} "
         "--c-values {params.c_values:q} --val-fraction {params.lp.val_fraction} --max-iter {params.lp.max_iter} "
         "--seed {params.lp.seed} --batch-size {params.batch_size} --workers {params.workers} 2>&1 | tee {log:q}"
@@ -70,7 +70,7 @@ rule finetune_eval:
         mem_mb=32000,
         runtime=720,
     shell:
-        "{PY} -m torch.distributed.run --standalone --nproc_per_node {params.procs} -m pipeline finetune-eval "
+        "{PY:q} -m torch.distributed.run --standalone --nproc_per_node {params.procs} -m pipeline finetune-eval "
         "--checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} --train-data {input.train:q} "
         "--test-data {input.test:q} --out {output.result:q} --save-model {output.model:q} {params.args:q} "
         "2>&1 | tee {log:q}"
@@ -97,7 +97,7 @@ rule wiseft:
         mem_mb=8000,
         runtime=60,
     shell:
-        "{PY} -m pipeline wiseft --checkpoint {input.checkpoint:q} --finetuned {input.finetuned:q} "
+        "{PY:q} -m pipeline wiseft --checkpoint {input.checkpoint:q} --finetuned {input.finetuned:q} "
         "--dataset {wildcards.dataset:q} --test-data {input.test:q} --out {output.result:q} "
         "--plot {output.plot:q} --alphas {params.alphas:q} --headline-alpha {params.headline} {params.ema:q} "
         "--batch-size {params.batch_size} 2>&1 | tee {log:q}"
@@ -120,7 +120,7 @@ rule supervised_baseline:
         mem_mb=16000,
         runtime=720,
     shell:
-        "{PY} -m torch.distributed.run --standalone --nproc_per_node 1 -m pipeline supervised-baseline "
+        "{PY:q} -m torch.distributed.run --standalone --nproc_per_node 1 -m pipeline supervised-baseline "
         "--experiment {params.experiment:q} --dataset {wildcards.dataset:q} --train-data {input.train:q} "
         "--test-data {input.test:q} --out {output:q} {params.args:q} 2>&1 | tee {log:q}"
 
@@ -144,6 +144,6 @@ rule retrieval:
         mem_mb=16000,
         runtime=120,
     shell:
-        "{PY} -m pipeline retrieval --checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} "
+        "{PY:q} -m pipeline retrieval --checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} "
         "--annotations {input.annotations:q} --images-root {params.images_root:q} --split {params.split:q} "
         "--out {output:q} --batch-size {params.batch_size} --workers {params.workers} 2>&1 | tee {log:q}"

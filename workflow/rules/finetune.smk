@@ -15,5 +15,5 @@ rule finetune:
         **{key: (lambda w, attempt, key=key: WF.resources(w.name, "finetune", attempt, GPU_TYPE)[key])
            for key in ("nodes", "tasks", "cpus_per_task", "mem_mb", "runtime", "slurm_extra")},
     shell:
-        "{PY} -m pipeline.train.launch finetune --experiment {params.experiment:q} "
+        "{PY:q} -m pipeline.train.launch finetune --experiment {params.experiment:q} "
         "--train-data {input.data:q} --init {input.init:q} --out {output:q} 2>&1 | tee -a {log:q}"

@@ -11,7 +11,7 @@ rule curves:
         "logs/{name}/curves.log",
     localrule: True
     shell:
-        "{PY} -m pipeline curves --metrics {params.metrics:q} --title {wildcards.name:q} --out {output:q} "
+        "{PY:q} -m pipeline curves --metrics {params.metrics:q} --title {wildcards.name:q} --out {output:q} "
         "2>&1 | tee {log:q}"
 
 
@@ -31,7 +31,7 @@ rule table:
         fingerprint=lambda w: WF.fingerprint(w.name, "table"),
     localrule: True
     shell:
-        "{PY} -m pipeline table --experiment {params.experiment:q} --results {input.results:q} "
+        "{PY:q} -m pipeline table --experiment {params.experiment:q} --results {input.results:q} "
         "--out {output.table:q} --csv {output.csv:q} --tex {output.tex:q} 2>&1 | tee {log:q}"
 
 
@@ -49,5 +49,5 @@ rule table_group:
         experiments=lambda w: [WF.experiment_file(n) for n in WF.group_members(w.group)],
     localrule: True
     shell:
-        "{PY} -m pipeline table-group --group {wildcards.group:q} --experiments {params.experiments:q} "
+        "{PY:q} -m pipeline table-group --group {wildcards.group:q} --experiments {params.experiments:q} "
         "--results {input:q} --out {output.table:q} --csv {output.csv:q} --tex {output.tex:q} 2>&1 | tee {log:q}"
