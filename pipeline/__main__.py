@@ -31,14 +31,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"usage: python -m pipeline <stage> [args]\nstages: {known}")
         return 0
-    from .errors import UserError
+    from .errors import run_main
 
-    module = importlib.import_module(STAGES[argv[0]])
-    try:
-        return module.main(argv) or 0
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(importlib.import_module(STAGES[argv[0]]).main, argv)
 
 
 if __name__ == "__main__":

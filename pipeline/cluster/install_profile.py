@@ -105,8 +105,6 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     import sys
 
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    from ..errors import run_main
+
+    sys.exit(run_main(main))

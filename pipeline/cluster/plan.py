@@ -116,8 +116,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    import sys
+
+    from ..errors import run_main
+
+    sys.exit(run_main(main))

@@ -259,8 +259,10 @@ class TrainLoader:
         remaining = self.batches_per_epoch() - start_batch
         # no idle worker processes; resampled lanes are tied to the worker count, so it stays fixed
         workers = self.workers if self.dataset.resampled else max(0, min(self.workers, remaining))
+        # An own generator: creating the iterator must not draw from torch's global RNG, which the
+        # trainer checkpoints for patch and MLM masks (else a resumed run would see other masks).
         loader = DataLoader(self.dataset, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
-                            persistent_workers=False)
+                            persistent_workers=False, generator=torch.Generator())
         return iter(loader)
 
 

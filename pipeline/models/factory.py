@@ -17,6 +17,7 @@ import open_clip
 import torch
 
 from ..errors import UserError
+from ..utils.io import write_text
 
 PROJECT_CONFIGS = Path(__file__).with_name("configs")
 if PROJECT_CONFIGS.is_dir():
@@ -57,7 +58,7 @@ def _register(cfg: dict) -> str:
         folder = Path(tempfile.gettempdir()) / "clipforge-model-configs"
         folder.mkdir(exist_ok=True)
         path = folder / f"{name}.json"
-        path.write_text(blob)
+        write_text(path, blob)  # atomic: torchrun ranks register the same config at the same time
         open_clip.add_model_config(path)
         _REGISTERED_INLINE.add(name)
     return name

@@ -79,10 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..errors import UserError as _UserError
+    import sys
 
-    try:
-        sys.exit(main())
-    except _UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    from ..errors import run_main
+
+    sys.exit(run_main(main))

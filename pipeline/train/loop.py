@@ -211,8 +211,10 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
     position = resume(folder / "checkpoints", expected, parts, rank=rank, world_size=world_size)
     module = TrainModule(model, method)
     if world_size > 1:
+        # broadcast_buffers=False: method buffers (e.g. DeCLIP's 65k feature queue) are built identically
+        # on every rank from gathered features; re-sending them each step would cost ~134 MB per step.
         module = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None)
+            module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     if stage.compile:
         module = torch.compile(module)
     extra = {"fingerprint": expected, "model_config": model_config, "experiment": to_dict(experiment),
