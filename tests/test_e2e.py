@@ -24,10 +24,11 @@ def reduced_config(tmp_path: Path) -> Path:
     ds["subset"] = 600
     ds["img2dataset"]["samples_per_shard"] = 200
     ds_path.write_text(yaml.safe_dump(ds))
-    test_path = config_dir / "datasets" / "fashion_mnist_demo_test.yaml"
-    test = yaml.safe_load(test_path.read_text())
-    test["subset"] = 200
-    test_path.write_text(yaml.safe_dump(test))
+    for name, subset in (("fashion_mnist_demo_test", 200), ("fashion_mnist_demo_labelled", 300)):
+        path = config_dir / "datasets" / f"{name}.yaml"
+        labelled = yaml.safe_load(path.read_text())
+        labelled["subset"] = subset
+        path.write_text(yaml.safe_dump(labelled))
     exp_path = config_dir / "experiments" / "demo.yaml"
     exp = yaml.safe_load(exp_path.read_text())
     for stage in ("pretrain", "finetune"):
@@ -59,8 +60,16 @@ def test_demo_workflow_end_to_end(tmp_path):
         assert numbers, row
         assert all(0.0 <= float(n) <= 100.0 for n in numbers)
     assert "42.0" in table  # the published number beside ours
+    assert "linear" in table and "0-shot" in table
     with open(work / "results" / "demo.csv") as f:
-        assert len(list(csv.DictReader(f))) == 2
+        rows = list(csv.DictReader(f))
+    assert {(r["checkpoint"], r["task"]) for r in rows} == {
+        (c, t) for c in ("pretrain", "finetune") for t in ("zeroshot_classification", "linear_probe")}
+    assert all(0 <= float(r["ours_percent"]) <= 100 for r in rows)
+    paper = [r for r in rows if r["paper_percent"]]
+    assert [(r["checkpoint"], float(r["paper_percent"])) for r in paper] == [("finetune", 42.0)]
+    assert "\\begin{tabular}" in (work / "results" / "demo.tex").read_text()
+    assert (work / "results" / "demo" / "curves.png").stat().st_size > 1000
 
     stats = json.loads((work / "data" / "fashion_mnist_demo" / "stats.json").read_text())
     assert stats["samples"] == 600
@@ -78,3 +87,7 @@ def test_demo_workflow_end_to_end(tmp_path):
     changed = snakemake(work, config_dir, "-n", "results/demo.table")
     out = changed.stdout + changed.stderr
     assert "rule zeroshot:" in out and "rule pretrain:" not in out and "rule finetune:" not in out
+
+    report = snakemake(work, config_dir, "--report", str(tmp_path / "report.html"), "results/demo.table")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "curves.png" in (tmp_path / "report.html").read_text(errors="replace")
