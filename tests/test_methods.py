@@ -7,7 +7,6 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from pipeline.config import ConfigError, load_experiment
 from pipeline.data.views import (CaptionAugmenter, ViewMaker, augment_caption, augment_captions, make_views,

@@ -116,8 +116,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     from ..errors import run_main
 
     sys.exit(run_main(main))

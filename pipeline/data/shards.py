@@ -161,7 +161,7 @@ def tar_samples(path: Path) -> int:
             if block == bytes(512):
                 return len(keys)
             typeflag, length, name = _header(block, offset)
-            start, offset = offset + 512, offset + 512 + -(-length // 512) * 512
+            offset = offset + 512 + -(-length // 512) * 512
             if offset > size - 1024:
                 raise tarfile.ReadError(f"{name.decode(errors='replace')}: data runs past the end of the file")
             if typeflag in (b"x", b"L"):

@@ -6,13 +6,13 @@ never shifts the others.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import default_loader
 
 from ..errors import UserError
+from ..utils.io import read_json
 
 
 def eval_transform(image_size: int):
@@ -25,12 +25,7 @@ def eval_transform(image_size: int):
 def read_stats(path: str | Path, kind: str = "classification") -> dict:
     """The stats.json of a prepared dataset, checked for the keys evaluation relies on."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: dataset stats not found (run the data stage for this dataset first)")
-    try:
-        stats = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    stats = read_json(path, "dataset stats", " (run the data stage for this dataset first)")
     if not isinstance(stats, dict):
         raise UserError(f"{path}: expected a JSON object")
     if stats.get("kind") != kind:

@@ -5,7 +5,6 @@ caption), text_retrieval_recall@k = image -> text (a hit when any of the image's
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from ..utils.io import read_json
 
 
 def read_captions(annotations: str | Path, split: str | None) -> list[tuple[str, list[str]]]:
@@ -20,12 +20,7 @@ def read_captions(annotations: str | Path, split: str | None) -> list[tuple[str,
     ({"images": [{"filepath"?, "filename", "split", "sentences": [{"raw"}]}]}) or a plain
     [{"image": path, "captions": [...]}] list."""
     path = Path(annotations)
-    if not path.is_file():
-        raise UserError(f"{path}: caption annotations not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, "caption annotations")
     if isinstance(data, dict) and "images" in data:
         items = [(str(Path(im.get("filepath", "")) / im["filename"]), [s["raw"] for s in im["sentences"]])
                  for im in data["images"] if split is None or im.get("split") == split]

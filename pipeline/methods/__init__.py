@@ -6,6 +6,7 @@ Adding a method touches nothing else (plus its name in the experiment schema's `
 """
 from __future__ import annotations
 
+import abc
 import importlib
 import pkgutil
 from typing import Callable, ClassVar
@@ -15,7 +16,7 @@ import torch
 _REGISTRY: dict[str, type["Method"]] = {}
 
 
-class Method(torch.nn.Module):
+class Method(torch.nn.Module, metaclass=abc.ABCMeta):
     """Base class. Extra heads are submodules (optimised and checkpointed with the model);
     queues or other state are buffers (saved in state_dict, so they resume)."""
 
@@ -29,9 +30,9 @@ class Method(torch.nn.Module):
         super().__init__()
         self.options = dict(options or {})
 
+    @abc.abstractmethod
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Return {'loss': scalar to backprop, ...other scalars to log}. batch has 'image', 'text'."""
-        raise NotImplementedError  # abstract: every registered method overrides it
 
 
 def register(name: str) -> Callable[[type[Method]], type[Method]]:

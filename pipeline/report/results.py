@@ -1,22 +1,17 @@
 """Reading evaluation result JSONs (CLIP_benchmark keys) back, with one-line errors naming file and key."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..utils.io import read_json
 
 REQUIRED = ("dataset", "model", "task", "metrics", "checkpoint")
 
 
 def read_result(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: result file not found")
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    record = read_json(path, "result file")
     if not isinstance(record, dict):
         raise UserError(f"{path}: expected a JSON object")
     for key in REQUIRED:

@@ -79,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     from ..errors import run_main
 
     sys.exit(run_main(main))
