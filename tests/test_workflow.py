@@ -100,3 +100,12 @@ def test_values_reach_the_shell_quoted(tmp_path):
     result = dry_run("results/demo/pretrain/final.pt", config_dir, extra=("--printshellcmds",))
     assert result.returncode == 0, result.stderr
     assert "'" + str(config_dir / "experiments" / "demo.yaml") + "'" in result.stdout
+
+
+def test_group_table_collects_every_member_experiment():
+    result = dry_run("results/tables/demo_methods.table")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    for method in ("clip", "simclr", "slip", "declip", "filip"):
+        assert f"results/demo_{method}/pretrain/final.pt" in out, method
+    assert "rule table_group:" in out or "localrule table_group:" in out
