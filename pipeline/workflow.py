@@ -79,6 +79,15 @@ class WorkflowConfig:
         return {"nodes": res.nodes, "tasks": res.nodes, "cpus_per_task": res.cpus_per_task,
                 "mem_mb": res.mem_mb, "runtime": res.runtime_min * attempt, "slurm_extra": extra}
 
+    def eval_resources(self, name: str, attempt: int = 1, gpu_type: str | None = None) -> dict:
+        """sbatch resources of every evaluation job of an experiment; runtime grows with the attempt."""
+        res = self.experiment(name).evaluate.resources
+        out = {"cpus_per_task": res.cpus_per_task, "mem_mb": res.mem_mb, "runtime": res.runtime_min * attempt,
+               "slurm_extra": ""}
+        if res.gpus:
+            out["slurm_extra"] = f"--gpus-per-node={gpu_type + ':' if gpu_type else ''}{res.gpus}"
+        return out
+
     def eval_results(self, name: str) -> list[str]:
         """Every evaluation JSON the table of experiment `name` reads, one per (checkpoint, task, dataset)."""
         ev = self.experiment(name).evaluate

@@ -254,7 +254,8 @@ def _tiny_demo_config(dest: Path) -> Path:
     exp["finetune"].update(epochs=None, samples=BATCH, batch_size=BATCH, warmup_steps=0, checkpoint_every=1,
                            log_every=1)
     path.write_text(yaml.safe_dump(exp, sort_keys=False))
-    for name, subset in (("fashion_mnist_demo", 128), ("fashion_mnist_demo_test", 50)):
+    for name, subset in (("fashion_mnist_demo", 128), ("fashion_mnist_demo_test", 50),
+                         ("fashion_mnist_demo_labelled", 100)):
         ds_path = dest / "datasets" / f"{name}.yaml"
         ds = yaml.safe_load(ds_path.read_text())
         ds["subset"] = subset
@@ -328,8 +329,8 @@ def test_demo_runs_every_job_through_sbatch(demo_run):
     for job in completed:
         by_rule.setdefault(_rule(job["Comment"]), []).append(job["Comment"])
     # table is a localrule (runs beside Snakemake); every other rule ran as a SLURM job
-    assert sorted(by_rule) == ["data", "finetune", "pretrain", "zeroshot"], demo_run["jobs"]
-    assert len(by_rule["data"]) == 2 and len(by_rule["zeroshot"]) == 2
+    assert sorted(by_rule) == ["data", "finetune", "linear_probe", "pretrain", "zeroshot"], demo_run["jobs"]
+    assert len(by_rule["data"]) == 3 and len(by_rule["zeroshot"]) == 2 and len(by_rule["linear_probe"]) == 2
     assert all(j["ExitCode"] == "0:0" for j in completed)
     assert "rule table" not in " ".join(j["Comment"] for j in demo_run["jobs"])
 

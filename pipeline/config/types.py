@@ -155,10 +155,19 @@ class Retrieval:
 
 
 @dataclass(frozen=True)
+class EvalResources:
+    gpus: int
+    cpus_per_task: int
+    mem_mb: int
+    runtime_min: int
+
+
+@dataclass(frozen=True)
 class Evaluate:
     zeroshot: tuple[str, ...]
     batch_size: int
     workers: int
+    resources: EvalResources
     linear_probe: LinearProbe
     finetune_eval: FinetuneEval
     wiseft: WiseFT

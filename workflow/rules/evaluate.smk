@@ -14,10 +14,10 @@ rule zeroshot:
     params:
         batch_size=lambda w: experiment(w.name).evaluate.batch_size,
         workers=lambda w: experiment(w.name).evaluate.workers,
-    threads: 2
+    threads: lambda w: experiment(w.name).evaluate.resources.cpus_per_task
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **{key: (lambda w, attempt, key=key: WF.eval_resources(w.name, attempt, GPU_TYPE)[key])
+           for key in ("cpus_per_task", "mem_mb", "runtime", "slurm_extra")},
     shell:
         "{PY:q} -m pipeline zeroshot --checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} "
         "--data {input.data:q} --out {output:q} --batch-size {params.batch_size} "
@@ -40,10 +40,10 @@ rule linear_probe:
         lp=lambda w: experiment(w.name).evaluate.linear_probe,
         batch_size=lambda w: experiment(w.name).evaluate.batch_size,
         workers=lambda w: experiment(w.name).evaluate.workers,
-    threads: 2
+    threads: lambda w: experiment(w.name).evaluate.resources.cpus_per_task
     resources:
-        mem_mb=16000,
-        runtime=120,
+        **{key: (lambda w, attempt, key=key: WF.eval_resources(w.name, attempt, GPU_TYPE)[key])
+           for key in ("cpus_per_task", "mem_mb", "runtime", "slurm_extra")},
     shell:
         "{PY:q} -m pipeline linear-probe --checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} "
         "--train-data {input.train:q} --test-data {input.test:q} --out {output:q} --cache-dir {params.cache:q} "
@@ -65,10 +65,10 @@ rule finetune_eval:
     params:
         args=lambda w: WF.finetune_eval_args(w.name),
         procs=lambda w: experiment(w.name).evaluate.finetune_eval.processes,
-    threads: 2
+    threads: lambda w: experiment(w.name).evaluate.resources.cpus_per_task
     resources:
-        mem_mb=32000,
-        runtime=720,
+        **{key: (lambda w, attempt, key=key: WF.eval_resources(w.name, attempt, GPU_TYPE)[key])
+           for key in ("cpus_per_task", "mem_mb", "runtime", "slurm_extra")},
     shell:
         "{PY:q} -m torch.distributed.run --standalone --nproc_per_node {params.procs} -m pipeline finetune-eval "
         "--checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} --train-data {input.train:q} "
@@ -92,10 +92,10 @@ rule wiseft:
         headline=lambda w: experiment(w.name).evaluate.wiseft.headline_alpha,
         ema=lambda w: ["--ema"] if experiment(w.name).evaluate.wiseft.ema else [],
         batch_size=lambda w: experiment(w.name).evaluate.batch_size,
-    threads: 2
+    threads: lambda w: experiment(w.name).evaluate.resources.cpus_per_task
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **{key: (lambda w, attempt, key=key: WF.eval_resources(w.name, attempt, GPU_TYPE)[key])
+           for key in ("cpus_per_task", "mem_mb", "runtime", "slurm_extra")},
     shell:
         "{PY:q} -m pipeline wiseft --checkpoint {input.checkpoint:q} --finetuned {input.finetuned:q} "
         "--dataset {wildcards.dataset:q} --test-data {input.test:q} --out {output.result:q} "
@@ -115,10 +115,10 @@ rule supervised_baseline:
     params:
         experiment=lambda w: WF.experiment_file(w.name),
         args=lambda w: WF.supervised_args(w.name),
-    threads: 2
+    threads: lambda w: experiment(w.name).evaluate.resources.cpus_per_task
     resources:
-        mem_mb=16000,
-        runtime=720,
+        **{key: (lambda w, attempt, key=key: WF.eval_resources(w.name, attempt, GPU_TYPE)[key])
+           for key in ("cpus_per_task", "mem_mb", "runtime", "slurm_extra")},
     shell:
         "{PY:q} -m torch.distributed.run --standalone --nproc_per_node 1 -m pipeline supervised-baseline "
         "--experiment {params.experiment:q} --dataset {wildcards.dataset:q} --train-data {input.train:q} "
@@ -139,10 +139,10 @@ rule retrieval:
         split=lambda w: WF.retrieval_set(w.name, w.dataset).split,
         batch_size=lambda w: experiment(w.name).evaluate.batch_size,
         workers=lambda w: experiment(w.name).evaluate.workers,
-    threads: 2
+    threads: lambda w: experiment(w.name).evaluate.resources.cpus_per_task
     resources:
-        mem_mb=16000,
-        runtime=120,
+        **{key: (lambda w, attempt, key=key: WF.eval_resources(w.name, attempt, GPU_TYPE)[key])
+           for key in ("cpus_per_task", "mem_mb", "runtime", "slurm_extra")},
     shell:
         "{PY:q} -m pipeline retrieval --checkpoint {input.checkpoint:q} --dataset {wildcards.dataset:q} "
         "--annotations {input.annotations:q} --images-root {params.images_root:q} --split {params.split:q} "
