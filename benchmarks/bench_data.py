@@ -14,6 +14,7 @@ import io
 import os
 import shutil
 import statistics
+import sys
 import tarfile
 import tempfile
 import time
@@ -25,13 +26,14 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ (test tooling, not installed)
 
 from pipeline.config import dataset_from_dict  # noqa: E402
 from pipeline.data.build import build_dataset  # noqa: E402
 from pipeline.data.captions import caption_for  # noqa: E402
-from pipeline.data.localserver import serve_directory  # noqa: E402
 from pipeline.data.readers.fashion_mnist import DEMO_NPZ, load_split  # noqa: E402
 from pipeline.data.shards import img2dataset_kwargs  # noqa: E402
+from devtools.localserver import serve_directory  # noqa: E402
 
 
 def make_site(root: Path, count: int) -> list[tuple[str, str]]:

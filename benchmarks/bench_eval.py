@@ -18,8 +18,8 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.evaluate.datasets import classification_dataset
-from pipeline.evaluate.zeroshot import image_features
+from pipeline.evaluate._datasets import classification_dataset
+from pipeline.evaluate._features import image_features
 from pipeline.models import create_model, image_size_of, resolve_model_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from pipeline.text import STRATEGIES, build_text_transform
-from pipeline.text.syntax import load_tagger
+from pipeline.reduction.text import STRATEGIES, build_text_transform
+from pipeline.reduction.syntax import load_tagger
 
 # Varied English alt-text-like captions (written for this benchmark), cycled to the requested count.
 CAPTIONS = [

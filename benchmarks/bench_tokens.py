@@ -17,8 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.methods import create_method
 from pipeline.models import create_model
-from pipeline.models.token_reduction import apply_image_reduction, image_tokens
-from pipeline.text import build_text_transform
+from pipeline.reduction.image import apply_image_reduction, kept_image_tokens
+from pipeline.reduction.text import build_text_transform
 
 PATCH = 8
 MODEL = {"embed_dim": 192,
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'setting':26s} {'img tok':>7s} {'txt tok':>7s} {'GFLOP/step':>10s} {'FLOP ratio':>10s} "
           f"{'ms/step':>8s} {'speed-up':>8s} {'speed-up/FLOP ratio':>19s}")
     for s in SETTINGS:
-        img = image_tokens(s.image_size, PATCH, s.image_strategy, s.tokens, 2) + 1
+        img = kept_image_tokens(s.image_size, PATCH, s.image_strategy, s.tokens, 2) + 1
         ratio, t = base_flops / counted[s], min(times[s])
         speedup = base_time / t
         print(f"{s.name:26s} {img:7d} {s.text_length:7d} {counted[s] / 1e9:10.2f} {ratio:10.2f} {t * 1e3:8.1f} "

@@ -1,4 +1,8 @@
-"""`python -m pipeline <stage> [args]`: one entry per Snakemake rule; each stage module has main(argv)."""
+"""`python -m pipeline <stage> [args]`: one entry per Snakemake rule, spelled as the rule and its config section.
+
+Stages with a process group (pretrain, finetune and the distributed evaluations) re-run themselves under
+torchrun (pipeline.launch); every evaluation registered in pipeline.evaluate is a stage of its own.
+"""
 from __future__ import annotations
 
 import importlib
@@ -9,32 +13,40 @@ STAGES = {
     "data": "pipeline.data.cli",
     "pretrain": "pipeline.train.cli",
     "finetune": "pipeline.train.cli",
-    "zeroshot": "pipeline.evaluate.cli",
-    "linear-probe": "pipeline.evaluate.cli_linear",
-    "finetune-eval": "pipeline.evaluate.cli_finetune",
-    "wiseft": "pipeline.evaluate.cli_wiseft",
-    "supervised-baseline": "pipeline.evaluate.cli_supervised",
-    "retrieval": "pipeline.evaluate.cli_retrieval",
     "table": "pipeline.report.cli",
-    "table-group": "pipeline.report.cli",
+    "table_group": "pipeline.report.cli",
     "curves": "pipeline.report.curves",
     "check-config": "pipeline.config.cli",
 }
+EVALUATION_CLI = "pipeline.evaluate._cli"
 
 
-def main(argv: list[str] | None = None) -> int:
+def stages() -> dict[str, str]:
+    """Every stage and the module running it: the fixed ones, then one per registered evaluation."""
+    from .evaluate import evaluations
+
+    return {**STAGES, **{e.name: EVALUATION_CLI for e in evaluations()}}
+
+
+def main(argv: list[str] | None = None, *, launch: bool = False) -> int:
+    """Run one stage. `launch` (the command line) re-runs a distributed stage under torchrun; called in-process
+    (tests), every stage runs here as a single process."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
-        known = ", ".join(STAGES)
+    known = stages() if argv and argv[0] not in STAGES else STAGES
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in known:
+        names = ", ".join(stages())
         if argv and argv[0] not in ("-h", "--help"):
-            print(f"pipeline: unknown stage {argv[0]!r} (stages: {known})", file=sys.stderr)
+            print(f"pipeline: unknown stage {argv[0]!r} (stages: {names})", file=sys.stderr)
             return 2
-        print(f"usage: python -m pipeline <stage> [args]\nstages: {known}")
+        print(f"usage: python -m pipeline <stage> [args]\nstages: {names}")
         return 0
+    from . import launch as launcher
     from .errors import run_main
 
-    return run_main(importlib.import_module(STAGES[argv[0]]).main, argv)
+    if launch and not launcher.inside_launch() and launcher.is_distributed(argv[0]):
+        return run_main(launcher.main, argv)
+    return run_main(importlib.import_module(known[argv[0]]).main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(launch=True))

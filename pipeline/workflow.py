@@ -1,6 +1,9 @@
-"""What the Snakemake rules ask of the configs: paths, fingerprints, resources, evaluation targets.
+"""What the Snakemake rules ask of the configs: path patterns, fingerprints, resources, argv, evaluation targets.
 
-Kept here (not in workflow/rules/common.smk) so it is importable and unit-tested without Snakemake.
+Kept here (not in workflow/rules/common.smk) so it is importable and unit-tested without Snakemake. Every path
+pattern is written once, in PATHS; every rule has the same shape (named inputs, outputs, log, params with a
+fingerprint and the argv, threads, resources, `python -m pipeline <rule> <argv>`), and its pieces come from
+here. Rules of the evaluations are generated from the registry in pipeline.evaluate.
 """
 from __future__ import annotations
 
@@ -9,19 +12,54 @@ import re
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import (CONFIG_DIR, ConfigError, Dataset, Experiment, dataset_path, experiment_path, load_dataset,
-                     load_experiment, to_dict)
+from .config import (CONFIG_DIR, ConfigError, Dataset, Experiment, dataset_path, experiment_path, list_experiments,
+                     load_dataset, load_experiment, to_dict)
 
 CHECKPOINTS = ("pretrain", "finetune")
+# Snakemake patterns: {name} experiment, {stage} training stage, {ckpt} evaluated checkpoint, {dataset},
+# {evaluation}, {group}; ext: file extension. Logs mirror outputs under logs/.
+PATHS = {
+    "stats": "data/{dataset}/stats.json",
+    "data_log": "logs/data/{dataset}.log",
+    "checkpoint": "results/{name}/{stage}/final.pt",
+    "metrics": "results/{name}/{stage}/metrics.jsonl",
+    "train_log": "logs/{name}/{stage}.log",
+    "eval": "results/{name}/eval/{ckpt}/{evaluation}/{dataset}.{ext}",
+    "eval_log": "logs/{name}/eval/{ckpt}/{evaluation}/{dataset}.log",
+    "baseline": "results/{name}/eval/{evaluation}/{dataset}.{ext}",  # evaluations that train their own model
+    "baseline_log": "logs/{name}/eval/{evaluation}/{dataset}.log",
+    "features": "results/{name}/eval/{ckpt}/features",
+    "curves": "results/{name}/curves.png",
+    "curves_log": "logs/{name}/curves.log",
+    "table": "results/{name}.{ext}",
+    "table_log": "logs/{name}/table.log",
+    "group_table": "results/tables/{group}.{ext}",
+    "group_log": "logs/tables/{group}.log",
+}
+TRAIN_RESOURCES = ("nodes", "tasks", "cpus_per_task", "mem_mb", "runtime", "slurm_extra")
+EVAL_RESOURCES = ("cpus_per_task", "mem_mb", "runtime", "slurm_extra")
+
+
+def fill(pattern: str, **values) -> str:
+    """`pattern` with the named placeholders filled; the others stay Snakemake wildcards."""
+    for key, value in values.items():
+        pattern = pattern.replace("{" + key + "}", str(value))
+    return pattern
+
+
+def path(kind: str, **values) -> str:
+    return fill(PATHS[kind], **values)
 
 
 class WorkflowConfig:
     """Experiments and datasets of one config folder, each loaded and validated once."""
 
-    def __init__(self, config_dir: Path = CONFIG_DIR,
-                 validate: Optional[Callable[[str, Path], None]] = None):
+    def __init__(self, config_dir: Path = CONFIG_DIR, validate: Optional[Callable[[str, Path], None]] = None,
+                 gpu_type: str | None = None, error: type[Exception] = ConfigError):
         self.config_dir = Path(config_dir)
         self._validate = validate
+        self.gpu_type = gpu_type
+        self._error = error  # what a bad config raises (Snakemake's WorkflowError inside the workflow)
         self._experiments: dict[str, Experiment] = {}
         self._datasets: dict[str, Dataset] = {}
 
@@ -29,35 +67,65 @@ class WorkflowConfig:
     def experiment_file(self, name: str) -> str:
         return str(experiment_path(name, self.config_dir))
 
-    def dataset_file(self, name: str) -> str:
-        return str(dataset_path(name, self.config_dir))
-
     def experiment(self, name: str) -> Experiment:
         if name not in self._experiments:
-            path = experiment_path(name, self.config_dir)
-            exp = load_experiment(path, self.config_dir)
-            if self._validate is not None:
-                self._validate("experiment", path)
-            self._experiments[name] = exp
+            self._experiments[name] = self._load("experiment", name, experiment_path, load_experiment)
         return self._experiments[name]
 
     def dataset(self, name: str) -> Dataset:
         if name not in self._datasets:
-            path = dataset_path(name, self.config_dir)
-            ds = load_dataset(path, self.config_dir)
-            if self._validate is not None:
-                self._validate("dataset", path)
-            self._datasets[name] = ds
+            self._datasets[name] = self._load("dataset", name, dataset_path, load_dataset)
         return self._datasets[name]
 
-    # ---- per-rule answers
+    def _load(self, kind: str, name: str, locate, load):
+        try:
+            file = locate(name, self.config_dir)
+            loaded = load(file, self.config_dir)
+        except ConfigError as exc:
+            if self._error is ConfigError:
+                raise
+            raise self._error(str(exc)) from None
+        if self._validate is not None:
+            self._validate(kind, file)
+        return loaded
+
+    # ---- what rules of every stage share
     def checkpoints(self, name: str) -> list[str]:
         """Checkpoints the table evaluates: pretrain, and finetune when that stage is enabled."""
         exp = self.experiment(name)
         return [c for c in CHECKPOINTS if exp.stage(c).enabled]
 
+    def _gpus(self, count: int) -> str:
+        return f"--gpus-per-node={self.gpu_type + ':' if self.gpu_type else ''}{count}"
+
+    def resource_values(self, kind: str, w, attempt: int = 1) -> dict:
+        """sbatch resources (snakemake-executor-plugin-slurm names) of one job; runtime grows with the attempt.
+        Training: one task per node, each a torchrun, GPUs per node through slurm_extra (the plugin's `gpu` is a
+        job total). Evaluations share evaluate.resources. Data: the dataset's img2dataset processes."""
+        if kind == "data":
+            return {"cpus_per_task": self.dataset(w.dataset).img2dataset.processes, "mem_mb": 4000,
+                    "runtime": 120 * attempt}
+        if kind in CHECKPOINTS:
+            res = self.experiment(w.name).stage(kind).resources
+            extra = "--ntasks-per-node=1" + (f" {self._gpus(res.gpus_per_node)}" if res.gpus_per_node else "")
+            return {"nodes": res.nodes, "tasks": res.nodes, "cpus_per_task": res.cpus_per_task,
+                    "mem_mb": res.mem_mb, "runtime": res.runtime_min * attempt, "slurm_extra": extra}
+        res = self.experiment(w.name).evaluate.resources
+        return {"cpus_per_task": res.cpus_per_task, "mem_mb": res.mem_mb, "runtime": res.runtime_min * attempt,
+                "slurm_extra": self._gpus(res.gpus) if res.gpus else ""}
+
+    def resources(self, kind: str) -> dict:
+        """The `resources:` of a rule of `kind` (data, pretrain, finetune or evaluate): one function per key."""
+        keys = {"data": ("cpus_per_task", "mem_mb", "runtime")}.get(
+            kind, TRAIN_RESOURCES if kind in CHECKPOINTS else EVAL_RESOURCES)
+        return {key: (lambda w, attempt, key=key: self.resource_values(kind, w, attempt)[key]) for key in keys}
+
+    def threads(self, kind: str) -> Callable:
+        return lambda w: self.resource_values(kind, w)["cpus_per_task"]
+
+    # ---- training
     def train_stats(self, name: str) -> str:
-        return f"data/{self.experiment(name).data.train}/stats.json"
+        return path("stats", dataset=self.experiment(name).data.train)
 
     def fingerprint(self, name: str, stage: str) -> str:
         """JSON of exactly the settings a stage's output depends on (Snakemake's params rerun trigger):
@@ -68,83 +136,86 @@ class WorkflowConfig:
                 "table": ("description", "published", "groups")}[stage]
         return json.dumps({k: exp.get(k) for k in keys}, sort_keys=True)
 
-    def resources(self, name: str, stage: str, attempt: int = 1, gpu_type: str | None = None) -> dict:
-        """sbatch resources of a training stage (snakemake-executor-plugin-slurm names): one task per
-        node, each a torchrun; GPUs per node through slurm_extra (the plugin's `gpu` is a job total);
-        runtime grows with the retry attempt."""
-        res = self.experiment(name).stage(stage).resources
-        extra = "--ntasks-per-node=1"
-        if res.gpus_per_node:
-            extra += f" --gpus-per-node={gpu_type + ':' if gpu_type else ''}{res.gpus_per_node}"
-        return {"nodes": res.nodes, "tasks": res.nodes, "cpus_per_task": res.cpus_per_task,
-                "mem_mb": res.mem_mb, "runtime": res.runtime_min * attempt, "slurm_extra": extra}
+    def train_args(self, stage: str) -> Callable:
+        def args(w, input, output) -> list[str]:
+            out = ["--experiment", self.experiment_file(w.name), "--train-data", input.data, "--out", output[0]]
+            return out + (["--init", input.init] if stage == "finetune" else [])
+        return args
 
-    def eval_resources(self, name: str, attempt: int = 1, gpu_type: str | None = None) -> dict:
-        """sbatch resources of every evaluation job of an experiment; runtime grows with the attempt."""
-        res = self.experiment(name).evaluate.resources
-        out = {"cpus_per_task": res.cpus_per_task, "mem_mb": res.mem_mb, "runtime": res.runtime_min * attempt,
-               "slurm_extra": ""}
-        if res.gpus:
-            out["slurm_extra"] = f"--gpus-per-node={gpu_type + ':' if gpu_type else ''}{res.gpus}"
-        return out
+    # ---- evaluations (one generated rule each)
+    def eval_outputs(self, evaluation: str) -> dict[str, str]:
+        from .evaluate import get
+
+        ev = get(evaluation)
+        kind = "eval" if ev.per_checkpoint else "baseline"
+        return {out: path(kind, evaluation=evaluation, ext=ext) for out, ext in ev.outputs.items()}
+
+    def eval_log(self, evaluation: str) -> str:
+        from .evaluate import get
+
+        return path("eval_log" if get(evaluation).per_checkpoint else "baseline_log", evaluation=evaluation)
+
+    def _entry(self, name: str, evaluation: str, dataset: str):
+        from .evaluate import get
+
+        ev = get(evaluation)
+        for entry in getattr(self.experiment(name).evaluate, evaluation).datasets:
+            if ev.dataset_name(entry) == dataset:
+                return ev, entry
+        raise ConfigError(f"{self.experiment_file(name)}: evaluate.{evaluation}.datasets: no entry {dataset!r}")
+
+    def eval_inputs(self, evaluation: str) -> Callable:
+        """Input function of an evaluation's rule: the checkpoint (if it evaluates one) + what it declares."""
+        def inputs(w) -> dict[str, str]:
+            ev, entry = self._entry(w.name, evaluation, w.dataset)
+            out = {"checkpoint": path("checkpoint", name=w.name, stage=w.ckpt)} if ev.per_checkpoint else {}
+            for key, (kind, *ref) in ev.inputs(entry).items():
+                if kind == "stats":
+                    out[key] = path("stats", dataset=ref[0])
+                elif kind == "output":
+                    out[key] = fill(self.eval_outputs(ref[0])[ref[1]], name=w.name, ckpt=w.ckpt, dataset=w.dataset)
+                else:
+                    out[key] = ref[0]
+            return out
+        return inputs
+
+    def eval_args(self, evaluation: str) -> Callable:
+        def args(w, input, output) -> list[str]:
+            out = ["--experiment", self.experiment_file(w.name), "--dataset", w.dataset]
+            for key, value in input.items():
+                out += ["--checkpoint", value] if key == "checkpoint" else ["--input", f"{key}={value}"]
+            out += [a for key, value in output.items() for a in ("--output", f"{key}={value}")]
+            if hasattr(w, "ckpt"):
+                out += ["--cache-dir", path("features", name=w.name, ckpt=w.ckpt)]
+            return out
+        return args
+
+    def eval_fingerprint(self, evaluation: str) -> Callable:
+        """JSON of the evaluation's section and the shared evaluate settings (rerun trigger)."""
+        def fingerprint(w) -> str:
+            ev = to_dict(self.experiment(w.name).evaluate)
+            return json.dumps({evaluation: ev[evaluation], "batch_size": ev["batch_size"], "workers": ev["workers"]},
+                              sort_keys=True)
+        return fingerprint
 
     def eval_results(self, name: str) -> list[str]:
-        """Every evaluation JSON the table of experiment `name` reads, one per (checkpoint, task, dataset)."""
-        ev = self.experiment(name).evaluate
+        """Every evaluation result the table of experiment `name` reads, one per (checkpoint, evaluation, dataset)."""
+        from .evaluate import evaluations
+
+        exp, registered = self.experiment(name), sorted(evaluations(), key=lambda e: (e.order, e.name))
         out = []
         for ckpt in self.checkpoints(name):
-            base = f"results/{name}/eval/{ckpt}"
-            out += [f"{base}/zeroshot/{ds}.json" for ds in ev.zeroshot]
-            out += [f"{base}/linear_probe/{p.test}.json" for p in ev.linear_probe.datasets]
-            out += [f"{base}/finetune/{p.test}.json" for p in ev.finetune_eval.datasets]
-            out += [f"{base}/wiseft/{p.test}.json" for p in ev.wiseft.datasets]
-            out += [f"{base}/retrieval/{r.name}.json" for r in ev.retrieval.datasets]
-        out += [f"results/{name}/eval/resnet50/finetune/{p.test}.json" for p in ev.supervised_baseline.datasets]
+            for ev in (e for e in registered if e.per_checkpoint):
+                result = fill(self.eval_outputs(ev.name)["result"], name=name, ckpt=ckpt)
+                out += [fill(result, dataset=ev.dataset_name(d)) for d in getattr(exp.evaluate, ev.name).datasets]
+        for ev in (e for e in registered if not e.per_checkpoint):
+            result = fill(self.eval_outputs(ev.name)["result"], name=name)
+            out += [fill(result, dataset=ev.dataset_name(d)) for d in getattr(exp.evaluate, ev.name).datasets]
         return out
 
-    def train_split(self, name: str, task: str, test: str) -> str:
-        """Stats file of the training split paired with test set `test` in evaluate.<task>.datasets."""
-        for pair in getattr(self.experiment(name).evaluate, task).datasets:
-            if pair.test == test:
-                return f"data/{pair.train}/stats.json"
-        raise ConfigError(f"{self.experiment_file(name)}: evaluate.{task}.datasets: no pair with test {test!r}")
-
-    def retrieval_set(self, name: str, dataset: str):
-        for entry in self.experiment(name).evaluate.retrieval.datasets:
-            if entry.name == dataset:
-                return entry
-        raise ConfigError(f"{self.experiment_file(name)}: evaluate.retrieval.datasets: no entry {dataset!r}")
-
-    def finetune_eval_args(self, name: str) -> list[str]:
-        """evaluate.finetune_eval as command-line arguments of `python -m pipeline finetune-eval`."""
-        ft = self.experiment(name).evaluate.finetune_eval
-        args = ["--epochs", ft.epochs, "--batch-size", ft.batch_size, "--grad-accum-steps", ft.grad_accum_steps,
-                "--lr", ft.lr, "--min-lr", ft.min_lr, "--warmup-epochs", ft.warmup_epochs,
-                "--weight-decay", ft.weight_decay, "--layer-decay", ft.layer_decay,
-                "--ema-decay", ft.ema_decay or 0, "--label-smoothing", ft.label_smoothing,
-                "--randaugment", ft.randaugment, "--reprob", ft.reprob, "--crop-min", ft.crop_min,
-                "--mixup", ft.mixup, "--cutmix", ft.cutmix, "--head-init", ft.head_init,
-                "--zero-stage", ft.zero_stage, "--precision", ft.precision, "--workers", ft.workers,
-                "--seed", ft.seed]
-        if ft.grad_clip:
-            args += ["--grad-clip", ft.grad_clip]
-        return [str(a) for a in args]
-
-    def supervised_args(self, name: str) -> list[str]:
-        sb = self.experiment(name).evaluate.supervised_baseline
-        args = ["--epochs", sb.epochs, "--batch-size", sb.batch_size, "--lr", sb.lr,
-                "--head-lr-scale", sb.head_lr_scale, "--weight-decay", sb.weight_decay,
-                "--image-size", sb.image_size, "--workers", sb.workers, "--seed", sb.seed]
-        if sb.weights:
-            args += ["--weights", sb.weights]
-        if sb.augment:
-            args += ["--augment"]
-        return [str(a) for a in args]
-
+    # ---- tables
     def group_members(self, group: str) -> list[str]:
         """Experiments whose `groups` list names `group` (results/tables/<group>.table)."""
-        from .config import list_experiments
-
         members = [n for n in list_experiments(self.config_dir) if group in self.experiment(n).groups]
         if not members:
             raise ConfigError(f"{self.config_dir}/experiments: no experiment lists group {group!r} in `groups`")

@@ -61,3 +61,32 @@ def write_digits_imagefolder(data_dir: Path, indices) -> Path:
              "root": "images", "classes": [str(d) for d in range(10)]}
     (data_dir / "stats.json").write_text(json.dumps(stats))
     return data_dir / "stats.json"
+
+
+def write_eval_experiment(config_dir: Path, evaluate: dict, *, name: str = "tiny",
+                          datasets: dict[str, str] | None = None) -> Path:
+    """config/experiments/<name>.yaml with `evaluate` (and the tiny model), plus config/datasets/*.yaml: an
+    image_text training set and one classification set per `datasets` entry {name: class-name/template list}."""
+    import yaml
+
+    (config_dir / "datasets").mkdir(parents=True, exist_ok=True)
+    (config_dir / "experiments").mkdir(parents=True, exist_ok=True)
+    (config_dir / "datasets" / "tiny_pairs.yaml").write_text("kind: image_text\nreader: url_list\n")
+    for ds, lists in (datasets or {}).items():
+        (config_dir / "datasets" / f"{ds}.yaml").write_text(
+            f"kind: classification\nreader: imagefolder\nclassnames: {lists}\ntemplates: {lists}\n")
+    exp = {"data": {"train": "tiny_pairs"}, "model": {"config": TINY_CONFIG}, "evaluate": evaluate}
+    path = config_dir / "experiments" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
+
+
+def eval_argv(evaluation: str, experiment: Path, dataset: str, *, checkpoint: Path | None = None,
+              inputs: dict | None = None, outputs: dict | None = None, cache_dir: Path | None = None) -> list[str]:
+    """`python -m pipeline <evaluation> ...` arguments, as the generated Snakemake rule passes them."""
+    argv = [evaluation, "--experiment", str(experiment), "--dataset", dataset]
+    if checkpoint is not None:
+        argv += ["--checkpoint", str(checkpoint)]
+    argv += [a for k, v in (inputs or {}).items() for a in ("--input", f"{k}={v}")]
+    argv += [a for k, v in (outputs or {}).items() for a in ("--output", f"{k}={v}")]
+    return argv + (["--cache-dir", str(cache_dir)] if cache_dir is not None else [])

@@ -1,14 +1,13 @@
 """Experiment/dataset config validation: defaults, typed objects, and one-line errors for bad files."""
-import dataclasses
-import typing
+import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.config import (ConfigError, list_experiments, load_dataset, load_experiment, to_dict)
-from pipeline.config import types
 from pipeline.config.schema import load_schema
+from pipeline.config.view import Section, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,32 +46,111 @@ def test_defaults_come_from_the_schema():
     assert exp.pretrain.precision == stage_schema["precision"]["default"]
     assert exp.finetune.enabled is True
     assert isinstance(exp.pretrain.betas, tuple)
-    assert exp.evaluate.zeroshot == ("fashion_mnist_demo_test",)
+    assert exp.evaluate.zeroshot.datasets == ("fashion_mnist_demo_test",)
 
 
-def _schema_keys(schema, root):
-    if "$ref" in schema:
-        ref = schema["$ref"].split("/")[-1]
-        schema = root["$defs"][ref]
-    return schema.get("properties", {})
+def _walk_views(view, node, root, where):
+    """Every key the schema declares reads through the view, typed as the schema says."""
+    node = resolve(node, root)
+    for key, sub in node.get("properties", {}).items():
+        value = getattr(view, key)
+        sub = resolve(sub, root)
+        kinds = sub.get("type", ())
+        kinds = (kinds,) if isinstance(kinds, str) else kinds
+        if value is None:
+            assert "null" in kinds or "type" not in sub, f"{where}.{key}"
+        elif "properties" in sub:
+            assert isinstance(value, Section), f"{where}.{key}"
+            _walk_views(value, sub, root, f"{where}.{key}")
+        elif "array" in kinds:
+            assert isinstance(value, tuple), f"{where}.{key}"
+        elif kinds == ("number",) or kinds == ("number", "null"):
+            assert isinstance(value, float), f"{where}.{key}"
 
 
-def _check_mirror(cls, schema, root, where, extra=()):
-    props = _schema_keys(schema, root)
-    fields = {f.name for f in dataclasses.fields(cls)} - set(extra)
-    assert fields == set(props), f"{where}: dataclass {cls.__name__} and schema differ: {fields ^ set(props)}"
-    hints = typing.get_type_hints(cls)
-    for name in fields:
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            _check_mirror(tp, props[name], root, f"{where}.{name}")
+def test_views_read_every_schema_key_and_nothing_else():
+    exp_schema, ds_schema = load_schema("experiment"), load_schema("dataset")
+    for name in list_experiments():
+        _walk_views(load_experiment(name), exp_schema, exp_schema, name)
+    _walk_views(load_dataset("fashion_mnist_demo"), ds_schema, ds_schema, "fashion_mnist_demo")
+    exp = load_experiment("demo")
+    with pytest.raises(AttributeError, match="demo.pretrain.lrr: no such setting"):
+        exp.pretrain.lrr
+    with pytest.raises(AttributeError, match="read-only"):
+        exp.pretrain.lr = 1.0
 
 
-def test_dataclasses_mirror_the_schemas():
-    exp_schema = load_schema("experiment")
-    _check_mirror(types.Experiment, exp_schema, exp_schema, "experiment", extra=("name",))
-    ds_schema = load_schema("dataset")
-    _check_mirror(types.Dataset, ds_schema, ds_schema, "dataset", extra=("name",))
+def _schema_defaults() -> dict[str, set]:
+    """Every leaf key of both schemas -> the defaults it is given there."""
+    out: dict[str, set] = {}
+
+    def walk(node, root):
+        node = resolve(node, root)
+        for key, sub in node.get("properties", {}).items():
+            sub = resolve(sub, root)
+            if "default" in sub and not isinstance(sub["default"], (dict, list)):
+                out.setdefault(key, set()).add(repr(sub["default"]))
+            walk(sub, root)
+            if "items" in sub:
+                walk(sub["items"], root)
+    for kind in ("experiment", "dataset"):
+        root = load_schema(kind)
+        walk(root, root)
+    return out
+
+
+NOT_LITERAL = object()
+
+
+def _literal(node):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return NOT_LITERAL  # a name or a call: a constant defined elsewhere, not a value written here
+
+
+def _stage_modules() -> set[Path]:
+    """Source files of the `python -m pipeline <stage>` commands (their argv carries coordinates only)."""
+    from pipeline.__main__ import EVALUATION_CLI, STAGES
+
+    modules = set(STAGES.values()) | {EVALUATION_CLI, "pipeline.launch"}
+    return {REPO / (m.replace(".", "/") + ".py") for m in modules}
+
+
+def _is_setting_default(node, keys) -> bool:
+    value = _literal(node)
+    return value is not None and value is not NOT_LITERAL
+
+
+def test_no_default_is_written_outside_the_schema():
+    """Settings are said once: no option of a stage command has a default (argv carries coordinates and
+    paths only, a config value never travels on it; --config-dir is a path), and no function or class field
+    of the package named like a setting gives it a literal default."""
+    keys, stage_modules = _schema_defaults(), _stage_modules()
+    found = []
+    for path in sorted((REPO / "pipeline").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if (path in stage_modules and isinstance(node, ast.Call)
+                    and getattr(node.func, "attr", "") == "add_argument"):
+                flag = next((a.value for a in node.args if isinstance(a, ast.Constant)), "?")
+                for kw in node.keywords:
+                    if kw.arg == "default" and flag != "--config-dir":
+                        found.append(f"{path.relative_to(REPO)}:{node.lineno}: argparse {flag} has a default")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args.args + node.args.kwonlyargs
+                defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults
+                defaults += node.args.kw_defaults
+                for arg, default in zip(args, defaults):
+                    if default is not None and arg.arg in keys and _is_setting_default(default, keys):
+                        found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.name}({arg.arg}="
+                                     f"{ast.unparse(default)}) repeats a setting's default")
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                if "ClassVar" in ast.unparse(node.annotation):
+                    continue
+                if node.target.id in keys and _is_setting_default(node.value, keys):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}: field {node.target.id} has a default")
+    assert not found, "\n".join(found)
 
 
 def test_every_schema_key_is_documented():
@@ -128,8 +206,8 @@ MALFORMED = [
     ("data.train not a string", lambda r: _set(r, "data.train", 3), "data.train", "not of type"),
     ("bad dataset name", lambda r: _set(r, "data.train", "../etc"), "data.train", "does not match"),
     ("unknown dataset", lambda r: _set(r, "data.train", "nosuchset"), "data.train", "unknown dataset"),
-    ("eval of a training set", lambda r: _set(r, "evaluate.zeroshot", ["fashion_mnist_demo"]), "evaluate.zeroshot.0",
-     "expected classification"),
+    ("eval of a training set", lambda r: _set(r, "evaluate.zeroshot", {"datasets": ["fashion_mnist_demo"]}),
+     "evaluate.zeroshot.datasets.0", "expected classification"),
     ("both model name and config", lambda r: _set(r, "model.name", "ViT-B-32"), "model", "exactly one"),
     ("neither model name nor config", lambda r: _set(r, "model", {}), "model", "exactly one"),
     ("published out of range", lambda r: _set(r, "published", {"finetune": {"zeroshot": {"x": 170}}}),

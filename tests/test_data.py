@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from pipeline.__main__ import main as pipeline_main
-from pipeline.data.localserver import serve_directory
+from devtools.localserver import serve_directory
 from pipeline.data.shards import check_shard, tar_samples
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

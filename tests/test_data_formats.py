@@ -12,7 +12,7 @@ from _data_fixtures import (make_images, write_cc3m, write_cc12m, write_coco, wr
                             write_yfcc)
 from pipeline.__main__ import main as pipeline_main
 from pipeline.config import dataset_from_dict
-from pipeline.data.localserver import serve_directory
+from devtools.localserver import serve_directory
 from pipeline.data.readers import get_reader
 from pipeline.data.readers.yfcc import clean_text
 from pipeline.errors import UserError

@@ -14,7 +14,7 @@ import yaml
 
 from _data_fixtures import make_images
 from pipeline.__main__ import main as pipeline_main
-from pipeline.data.localserver import serve_directory
+from devtools.localserver import serve_directory
 
 ROWS, PER_SHARD = 24, 4
 

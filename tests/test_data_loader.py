@@ -9,7 +9,7 @@ import torch
 from _train_fixtures import write_shards
 from pipeline.data.loader import build_train_loader, read_stats
 from pipeline.errors import UserError
-from pipeline.text import build_text_transform
+from pipeline.reduction.text import build_text_transform
 
 
 def loader(stats, *, batch_size=4, rank=0, world_size=1, workers=0, seed=0):

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import UserError
-from pipeline.evaluate import assets
-from pipeline.evaluate.metrics import classification_metrics, mean_per_class_recall, topk_accuracy
+from pipeline.evaluate import _assets as assets
+from pipeline.evaluate._metrics import classification_metrics, mean_per_class_recall, topk_accuracy
 
-from _eval_fixtures import save_tiny_checkpoint, write_imagefolder
+from _eval_fixtures import eval_argv, save_tiny_checkpoint, write_eval_experiment, write_imagefolder
 
 # 4 samples, 3 classes; rows sorted by logit: s0 [0,1,2] s1 [2,1,0] s2 [1,2,0] s3 [2,0,1]
 LOGITS = torch.tensor([[3.0, 2.0, 1.0], [0.1, 0.5, 0.9], [0.2, 0.8, 0.3], [0.6, 0.0, 0.9]])
@@ -78,7 +78,7 @@ def test_unknown_list_and_bad_template(tmp_path, monkeypatch):
 
 
 def test_text_classifier_is_renormalised_template_mean():
-    from pipeline.evaluate.zeroshot import text_classifier
+    from pipeline.evaluate._features import text_classifier
     from pipeline.models import create_model, tokenizer
     from _eval_fixtures import TINY_CONFIG
 
@@ -95,7 +95,7 @@ def test_text_classifier_is_renormalised_template_mean():
 
 
 def test_dataset_labels_come_from_folder_names(tmp_path):
-    from pipeline.evaluate.datasets import classification_dataset
+    from pipeline.evaluate._datasets import classification_dataset
 
     stats = write_imagefolder(tmp_path / "d", ["a", "b", "c"], per_class=2, empty=(1,))
     dataset, classes = classification_dataset(stats, image_size=16)
@@ -106,7 +106,7 @@ def test_dataset_labels_come_from_folder_names(tmp_path):
 
 
 def test_dataset_errors(tmp_path):
-    from pipeline.evaluate.datasets import classification_dataset
+    from pipeline.evaluate._datasets import classification_dataset
 
     with pytest.raises(UserError, match="stats.json: dataset stats not found"):
         classification_dataset(tmp_path / "stats.json", 16)
@@ -120,22 +120,15 @@ def test_dataset_errors(tmp_path):
         classification_dataset(stats, 16)
 
 
-def _dataset_config(config_dir, name, classnames="fashion_mnist", templates="fashion_mnist"):
-    (config_dir / "datasets").mkdir(parents=True, exist_ok=True)
-    (config_dir / "datasets" / f"{name}.yaml").write_text(
-        f"kind: classification\nreader: imagefolder\nclassnames: {classnames}\ntemplates: {templates}\n")
-
-
 def test_zeroshot_cli_writes_clip_benchmark_json(tmp_path):
     from pipeline.__main__ import main
 
     ckpt = save_tiny_checkpoint(tmp_path / "results" / "tiny" / "finetune" / "final.pt")
     stats = write_imagefolder(tmp_path / "data" / "fm", assets.load_classnames("fashion_mnist"), per_class=2)
-    _dataset_config(tmp_path / "config", "fm")
+    exp = write_eval_experiment(tmp_path / "config", {"batch_size": 7, "zeroshot": {"datasets": ["fm"]}},
+                                datasets={"fm": "fashion_mnist"})
     out = tmp_path / "results" / "tiny" / "eval" / "finetune" / "zeroshot" / "fm.json"
-    argv = ["zeroshot", "--checkpoint", str(ckpt), "--dataset", "fm", "--data", str(stats), "--out", str(out),
-            "--batch-size", "7", "--workers", "0", "--config-dir", str(tmp_path / "config")]
-    assert main(argv) == 0
+    assert main(eval_argv("zeroshot", exp, "fm", checkpoint=ckpt, inputs={"test": stats}, outputs={"result": out})) == 0
     record = json.loads(out.read_text())
     assert set(record) == {"dataset", "model", "pretrained", "task", "metrics", "language", "checkpoint"}
     assert (record["dataset"], record["model"], record["task"], record["checkpoint"], record["language"]) == (
@@ -153,20 +146,24 @@ def test_zeroshot_cli_bad_inputs(tmp_path, capsys):
 
     ckpt = save_tiny_checkpoint(tmp_path / "c" / "final.pt")
     stats = write_imagefolder(tmp_path / "data" / "three", ["a", "b", "c"], per_class=1)
-    _dataset_config(tmp_path / "config", "three")
-    _dataset_config(tmp_path / "config", "unknown_lists", classnames="no_such_list")
-    base = ["zeroshot", "--out", str(tmp_path / "r.json"), "--config-dir", str(tmp_path / "config")]
+    exp = write_eval_experiment(tmp_path / "config", {"zeroshot": {"datasets": ["three", "unknown_lists"]}},
+                                datasets={"three": "fashion_mnist", "unknown_lists": "no_such_list"})
+    out = {"result": tmp_path / "r.json"}
     cases = [
-        (["--checkpoint", str(tmp_path / "missing.pt"), "--dataset", "three", "--data", str(stats)],
-         "missing.pt: checkpoint not found"),
-        (["--checkpoint", str(ckpt), "--dataset", "three", "--data", str(tmp_path / "none" / "stats.json")],
-         "stats.json: dataset stats not found"),
-        (["--checkpoint", str(ckpt), "--dataset", "unknown_lists", "--data", str(stats)],
+        (eval_argv("zeroshot", exp, "three", checkpoint=tmp_path / "missing.pt", inputs={"test": stats},
+                   outputs=out), "missing.pt: checkpoint not found"),
+        (eval_argv("zeroshot", exp, "three", checkpoint=ckpt, inputs={"test": tmp_path / "none" / "stats.json"},
+                   outputs=out), "stats.json: dataset stats not found"),
+        (eval_argv("zeroshot", exp, "unknown_lists", checkpoint=ckpt, inputs={"test": stats}, outputs=out),
          "no list named 'no_such_list'"),
-        (["--checkpoint", str(ckpt), "--dataset", "three", "--data", str(stats)],  # 3 classes vs 10 names
-         "3 classes, but class-name list 'fashion_mnist' has 10"),
+        (eval_argv("zeroshot", exp, "three", checkpoint=ckpt, inputs={"test": stats}, outputs=out),
+         "3 classes, but class-name list 'fashion_mnist' has 10"),  # 3 classes vs 10 names
+        (eval_argv("zeroshot", exp, "elsewhere", checkpoint=ckpt, inputs={"test": stats}, outputs=out),
+         "evaluate.zeroshot.datasets: no entry for dataset 'elsewhere'"),
+        (eval_argv("zeroshot", exp, "three", checkpoint=ckpt, inputs={"train": stats}, outputs=out),
+         "zeroshot: expects --input ['test']"),
     ]
-    for args, message in cases:
-        assert main(base + args) == 2
+    for argv, message in cases:
+        assert main(argv) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()

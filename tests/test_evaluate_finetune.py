@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -15,12 +14,13 @@ import pytest
 import torch
 
 from pipeline.__main__ import main
-from pipeline.evaluate.finetune.ftclip import layer_decay_groups
-from pipeline.evaluate.finetune.vit import clip_to_timm
-from pipeline.evaluate.finetune.wiseft import interpolate
+from pipeline.evaluate._finetune.vit import clip_to_timm
+from pipeline.evaluate.finetune_eval import layer_decay_groups
+from pipeline.evaluate.wiseft import interpolate
 from pipeline.models import create_model
 
-from _eval_fixtures import TINY_CONFIG, save_tiny_checkpoint, write_digits_imagefolder
+from _eval_fixtures import (TINY_CONFIG, eval_argv, save_tiny_checkpoint, write_digits_imagefolder,
+                            write_eval_experiment)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
 for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -60,31 +60,37 @@ def test_layer_decay_scales_and_interpolation():
     assert torch.equal(interpolate(a, b, 0.25)["w"], torch.full((2,), 0.25)) and interpolate(a, b, 0.25)["n"] == 7
 
 
+PAIR = {"train": "digits_train", "test": "digits"}
+FINETUNE = {"datasets": [PAIR], "batch_size": 32, "lr": 5e-3, "warmup_epochs": 0.5, "ema_decay": 0.9}
+
+
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
-    (root / "config" / "datasets").mkdir(parents=True)
-    (root / "config" / "datasets" / "digits.yaml").write_text(
-        "kind: classification\nreader: imagefolder\nclassnames: mnist\ntemplates: mnist\n")
     return {"root": root, "train": write_digits_imagefolder(root / "train", range(0, 160)),
             "test": write_digits_imagefolder(root / "test", range(1600, 1660)),
             "ckpt": save_tiny_checkpoint(root / "ck" / "final.pt", stage="finetune")}
 
 
-def _ft_args(d, out, extra=()):
-    return ["finetune-eval", "--checkpoint", str(d["ckpt"]), "--dataset", "digits", "--train-data", str(d["train"]),
-            "--test-data", str(d["test"]), "--out", str(out), "--config-dir", str(d["root"] / "config"),
-            "--batch-size", "32", "--lr", "5e-3", "--warmup-epochs", "0.5", "--ema-decay", "0.9",
-            "--eval-batch-size", "64", *extra]
+def _experiment(d, name, **evaluate):
+    return write_eval_experiment(d["root"] / "config", {"batch_size": 64, **evaluate}, name=name,
+                                 datasets={"digits": "mnist", "digits_train": "mnist"})
+
+
+def _ft_argv(d, experiment, out):
+    return eval_argv("finetune_eval", experiment, "digits", checkpoint=d["ckpt"],
+                     inputs={"train": d["train"], "test": d["test"]},
+                     outputs={"result": out, "model": out.with_suffix(".pt")})
 
 
 @pytest.mark.slow
 def test_finetune_one_process_then_wiseft(digits):
     d, root = digits, digits["root"]
     # augmentation off here (the two-process test runs RandAugment + erasing) so learning shows in 4 epochs
-    _run([sys.executable, "-m", "pipeline", *_ft_args(d, root / "ft.json", [
-        "--zero-stage", "1", "--epochs", "4", "--randaugment", "", "--reprob", "0", "--crop-min", "0.9",
-        "--save-model", str(root / "ft.pt")])])
+    exp = _experiment(d, "one", finetune_eval={**FINETUNE, "zero_stage": 1, "epochs": 4, "randaugment": "",
+                                                "reprob": 0, "crop_min": 0.9},
+                      zeroshot={"datasets": ["digits"]}, wiseft={"datasets": [PAIR], "alphas": [0, 0.5, 1]})
+    _run([sys.executable, "-m", "pipeline", *_ft_argv(d, exp, root / "ft.json")])
     ft = json.loads((root / "ft.json").read_text())
     assert ft["task"] == "finetune_classification" and len(ft["history"]) == 4
     m = ft["metrics"]
@@ -94,11 +100,11 @@ def test_finetune_one_process_then_wiseft(digits):
     losses = [h["train_loss"] for h in ft["history"]]
     assert losses[-1] < losses[0] - 0.02, losses
     # zeroshot and wiseft never start DeepSpeed: run them in-process
-    assert main(["zeroshot", "--checkpoint", str(d["ckpt"]), "--dataset", "digits", "--data", str(d["test"]),
-                 "--out", str(root / "zs.json"), "--config-dir", str(root / "config")]) == 0
-    assert main(["wiseft", "--checkpoint", str(d["ckpt"]), "--finetuned", str(root / "ft.pt"), "--dataset", "digits",
-                 "--test-data", str(d["test"]), "--out", str(root / "w.json"), "--plot", str(root / "w.png"),
-                 "--alphas", "0", "0.5", "1", "--config-dir", str(root / "config")]) == 0
+    assert main(eval_argv("zeroshot", exp, "digits", checkpoint=d["ckpt"], inputs={"test": d["test"]},
+                          outputs={"result": root / "zs.json"})) == 0
+    assert main(eval_argv("wiseft", exp, "digits", checkpoint=d["ckpt"],
+                          inputs={"test": d["test"], "finetuned": root / "ft.pt"},
+                          outputs={"result": root / "w.json", "plot": root / "w.png"})) == 0
     w = json.loads((root / "w.json").read_text())["metrics"]
     zs = json.loads((root / "zs.json").read_text())["metrics"]
     assert w["acc1@alpha=0"] == pytest.approx(zs["acc1"])    # alpha 0 is the zero-shot classifier itself
@@ -109,15 +115,15 @@ def test_finetune_one_process_then_wiseft(digits):
 @pytest.mark.slow
 def test_finetune_two_processes_zero2_and_resnet_baseline(digits):
     d, root = digits, digits["root"]
-    with socket.socket() as sock:  # torchrun's --master_port=0 hangs its workers: pick a free port here
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m", "pipeline",
-          *_ft_args(d, root / "ft2.json", ["--zero-stage", "2", "--epochs", "1"])])
+    # processes: 2 in the section: `python -m pipeline finetune_eval` starts torchrun itself
+    exp = _experiment(d, "two", finetune_eval={**FINETUNE, "zero_stage": 2, "epochs": 1, "processes": 2},
+                      supervised_baseline={"datasets": [PAIR], "epochs": 1, "batch_size": 32, "image_size": 32})
+    log = _run([sys.executable, "-m", "pipeline", *_ft_argv(d, exp, root / "ft2.json")]).stdout
+    assert "--nproc_per_node 2" in log
     ft2 = json.loads((root / "ft2.json").read_text())
     assert len(ft2["history"]) == 1 and 0 <= ft2["metrics"]["acc1"] <= 1
-    _run([sys.executable, "-m", "pipeline", "supervised-baseline", "--dataset", "digits", "--train-data",
-          str(d["train"]), "--test-data", str(d["test"]), "--out", str(root / "rn.json"), "--epochs", "1",
-          "--batch-size", "32", "--image-size", "32", "--eval-batch-size", "64", "--experiment", "tiny"])
+    _run([sys.executable, "-m", "pipeline", *eval_argv("supervised_baseline", exp, "digits",
+                                                        inputs={"train": d["train"], "test": d["test"]},
+                                                        outputs={"result": root / "rn.json"})])
     rn = json.loads((root / "rn.json").read_text())
-    assert (rn["checkpoint"], rn["pretrained"], rn["model"]) == ("resnet50", "random init", "tiny")
+    assert (rn["checkpoint"], rn["pretrained"], rn["model"]) == ("resnet50", "random init", "two")

@@ -10,7 +10,7 @@ import torch
 from pipeline.errors import UserError
 from pipeline.evaluate.linear_probe import linear_probe, split_train_val
 
-from _eval_fixtures import save_tiny_checkpoint, write_digits_imagefolder
+from _eval_fixtures import eval_argv, save_tiny_checkpoint, write_digits_imagefolder, write_eval_experiment
 
 
 def _blobs(n_per_class, classes=3, noise=0.3, seed=0):
@@ -49,17 +49,21 @@ def test_linear_probe_cli_on_digits_with_cache(tmp_path, capsys):
     ckpt = save_tiny_checkpoint(tmp_path / "ck" / "final.pt", stage="pretrain")
     train = write_digits_imagefolder(tmp_path / "digits_train", range(0, 300))
     test = write_digits_imagefolder(tmp_path / "digits_test", range(1500, 1700))
-    argv = ["linear-probe", "--checkpoint", str(ckpt), "--dataset", "digits", "--train-data", str(train),
-            "--test-data", str(test), "--cache-dir", str(tmp_path / "cache"), "--c-values", "0.1", "10",
-            "--batch-size", "64"]
-    assert main(argv + ["--out", str(tmp_path / "a.json")]) == 0
+    probe = {"datasets": [{"train": "digits_train", "test": "digits"}], "c_values": [0.1, 10]}
+    exp = write_eval_experiment(tmp_path / "config", {"batch_size": 64, "linear_probe": probe},
+                                datasets={"digits": "mnist", "digits_train": "mnist"})
+
+    def argv(out):
+        return eval_argv("linear_probe", exp, "digits", checkpoint=ckpt, inputs={"train": train, "test": test},
+                         outputs={"result": out}, cache_dir=tmp_path / "cache")
+    assert main(argv(tmp_path / "a.json")) == 0
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
     capsys.readouterr()
-    assert main(argv + ["--out", str(tmp_path / "b.json")]) == 0
+    assert main(argv(tmp_path / "b.json")) == 0
     assert capsys.readouterr().out.count("features: reusing") == 2
     a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
     assert a["metrics"] == b["metrics"] and a["task"] == "linear_probe" and a["checkpoint"] == "pretrain"
     assert {"lp_acc1", "lp_acc5", "lp_mean_per_class_recall", "C"} <= set(a["metrics"])
     # even random tiny-ViT features separate digits far above chance (0.1)
     assert a["metrics"]["lp_acc1"] > 0.3
-    assert main(argv[:-2] + ["--c-values", "0", "--out", str(tmp_path / "c.json")]) == 2
+    assert main(argv(tmp_path / "c.json")[:-2] + ["--dataset", "unlisted"]) == 2

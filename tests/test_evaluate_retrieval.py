@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline.evaluate.retrieval import read_captions, recall_at_k, retrieval_metrics
 
-from _eval_fixtures import save_tiny_checkpoint
+from _eval_fixtures import eval_argv, save_tiny_checkpoint, write_eval_experiment
 
 
 def test_recall_at_k_hand_checked():
@@ -54,12 +54,15 @@ def test_retrieval_cli(tmp_path, capsys):
     assert len(read_captions(ann, "test")) == 4 and len(read_captions(ann, None)) == 6
     ckpt = save_tiny_checkpoint(tmp_path / "ck" / "final.pt")
     out = tmp_path / "r.json"
-    assert main(["retrieval", "--checkpoint", str(ckpt), "--dataset", "flickr30k", "--annotations", str(ann),
-                 "--images-root", str(root), "--out", str(out), "--batch-size", "3"]) == 0
+    sets = [{"name": "flickr30k", "annotations": str(ann), "images_root": str(root)},
+            {"name": "x", "annotations": str(ann), "images_root": str(root), "split": "val"}]
+    exp = write_eval_experiment(tmp_path / "config", {"batch_size": 3, "retrieval": {"datasets": sets}})
+    assert main(eval_argv("retrieval", exp, "flickr30k", checkpoint=ckpt, inputs={"annotations": ann},
+                          outputs={"result": out})) == 0
     rec = json.loads(out.read_text())
     assert rec["task"] == "zeroshot_retrieval" and len(rec["metrics"]) == 6
     # 4 images, 8 captions: recall@5 and @10 over 4 candidate images is certain
     assert rec["metrics"]["image_retrieval_recall@5"] == 1.0 == rec["metrics"]["text_retrieval_recall@10"]
-    assert main(["retrieval", "--checkpoint", str(ckpt), "--dataset", "x", "--annotations", str(ann),
-                 "--images-root", str(root), "--split", "val", "--out", str(out)]) == 2
+    assert main(eval_argv("retrieval", exp, "x", checkpoint=ckpt, inputs={"annotations": ann},
+                          outputs={"result": out})) == 2
     assert "no images with captions in split 'val'" in capsys.readouterr().err

@@ -158,7 +158,7 @@ def test_options_come_from_the_schema_and_bad_ones_fail():
     opts = resolve_options({"ssl_scale": 0.5})
     assert opts["ssl_scale"] == 0.5 and opts["ssl_temperature"] == 0.1 and opts["nn_queue_size"] == 65536
     assert opts["declip_weights"] == {"clip": 0.4, "nn": 0.2, "simsiam": 0.2, "mlm": 0.2, "filip": 0.2}
-    typed = load_experiment("demo_declip").method_options  # what the trainer holds: a frozen dataclass
+    typed = load_experiment("demo_declip").method_options  # what the trainer holds: a read-only config view
     assert resolve_options(typed)["simsiam_dim"] == typed.simsiam_dim == 256
     assert create_method("declip", tiny_model(), typed).projector[0].out_features == 256
     with pytest.raises(ConfigError, match="method_options.ssl_tmp"):

@@ -31,7 +31,7 @@ def build() -> TrainModule:
 
 
 def loss_and_grads(module, batch) -> tuple[float, dict]:
-    from pipeline.train import distributed
+    from pipeline import distributed
 
     out = module(batch)
     out["loss"].backward()

@@ -16,7 +16,7 @@ def test_open_clip_loads_the_export_with_equal_embeddings(tmp_path):
     torch_save({"model": model.state_dict(), "model_config": TINY_MODEL, "experiment": {"name": "tiny"},
                 "stage": "finetune", "step": 1, "samples_seen": 8}, tmp_path / "final.pt")
     weights = export_checkpoint(tmp_path / "final.pt", tmp_path / "open_clip")
-    ours, _ = load_model(tmp_path / "final.pt")
+    ours = load_model(tmp_path / "final.pt").model
     by_dir, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'open_clip'}")
     open_clip.add_model_config(tmp_path / "open_clip" / "clipforge-tiny-finetune.json")
     by_name, _, _ = open_clip.create_model_and_transforms("clipforge-tiny-finetune", pretrained=str(weights))

@@ -13,7 +13,7 @@ EXPERIMENT = """\
 description: tiny table test
 data: {train: fashion_mnist_demo}
 model: {name: ViT-B-32}
-evaluate: {zeroshot: [fm, other]}
+evaluate: {zeroshot: {datasets: [fm, other]}}
 published:
   finetune: {zeroshot: {fm: 68.3}}
 """
@@ -119,11 +119,11 @@ def test_group_table(tmp_path, experiment, capsys):
     results = [_result(tmp_path / "a.json", "finetune", "fm", 0.5),
                _result(tmp_path / "b.json", "finetune", "fm", 0.25, model="F")]
     out = tmp_path / "tables" / "g.table"
-    assert main(["table-group", "--group", "g", "--experiments", experiment, str(other), "--results", *results,
+    assert main(["table_group", "--group", "g", "--experiments", experiment, str(other), "--results", *results,
                  "--out", str(out), "--csv", str(tmp_path / "g.csv")]) == 0
     lines = out.read_text().splitlines()
     assert "| E / finetune | 50.00 (68.3) |" in lines and "| F / finetune | 25.00 |" in lines
     stray = _result(tmp_path / "c.json", "finetune", "fm", 0.1, model="G")
-    assert main(["table-group", "--group", "g", "--experiments", experiment, "--results", stray,
+    assert main(["table_group", "--group", "g", "--experiments", experiment, "--results", stray,
                  "--out", str(out)]) == 2
     assert "'G' is not one of the group's experiments" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """SLURM operations: the profile installer, the test cluster, and workflows run through `sbatch`.
 
 The cluster tests start a real one-node SLURM (munge, MariaDB + slurmdbd, slurmctld, slurmd) once per
-session via pipeline.cluster.testcluster; they skip, saying why, when not root or when the Debian
+session via devtools.testcluster; they skip, saying why, when not root or when the Debian
 packages are missing and cannot be installed. Job states are read back with `sacct`.
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cluster import _system as sysx
+from devtools import _system as sysx
 from pipeline.cluster import install_profile as ip
-from pipeline.cluster import testcluster
-from pipeline.cluster._slurmconf import Ports, node_line, slurm_conf
+from devtools import testcluster
+from devtools._slurmconf import Ports, node_line, slurm_conf
 from pipeline.cluster.plan import describe, parse_dry_run, sbatch_options
 from pipeline.errors import UserError
 from pipeline.workflow import WorkflowConfig

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pipeline.errors import UserError
-from pipeline.text import STRATEGIES, build_text_transform
-from pipeline.text.reduction import block_ids, priority_ids, random_ids
-from pipeline.text.syntax import load_tagger, syntax_ids, tag_priority, word_priorities, words_of
+from pipeline.reduction.text import STRATEGIES, build_text_transform
+from pipeline.reduction.text import block_ids, priority_ids, random_ids
+from pipeline.reduction.syntax import load_tagger, syntax_ids, tag_priority, word_priorities, words_of
 
 SOT, EOT = 49406, 49407
 LONG = "a photo of a very big red dog running quickly on the wet street of an old city at night"
@@ -117,7 +117,7 @@ def test_syntax_works_offline_and_caches_tagger(monkeypatch):
 
 
 def test_syntax_fallback_tagger_tags_penn(monkeypatch):
-    from pipeline.text import syntax
+    from pipeline.reduction import syntax
     weights, tagdict, classes = syntax._read_aptagger_model()
     assert "NN" in classes and "JJ" in classes and len(weights) > 1000
 
@@ -139,7 +139,7 @@ def test_nltk_data_tagger_preferred_when_installed(tmp_path, monkeypatch):
 
     import nltk
 
-    from pipeline.text import syntax
+    from pipeline.reduction import syntax
     weights, tagdict, classes = syntax._read_aptagger_model()
     folder = tmp_path / "taggers" / "averaged_perceptron_tagger_eng"
     folder.mkdir(parents=True)

@@ -4,8 +4,11 @@ import torch
 
 from pipeline.errors import UserError
 from pipeline.models import create_model
-from pipeline.models.token_reduction import (PatchReduction, apply_image_reduction, block_indices, block_shape,
-                                             grid_indices, grid_tokens, image_tokens, random_indices)
+from pipeline.reduction.image import (PatchReduction, apply_image_reduction, block_indices, block_shape,
+                                             grid_indices, grid_tokens, kept_image_tokens, random_indices)
+from types import SimpleNamespace
+
+from pipeline.reduction import check_image
 
 TINY = {"embed_dim": 32,
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 4},
@@ -28,22 +31,26 @@ def _survivors(module: PatchReduction, batch: int, n: int) -> list[list[int]]:
 
 def test_image_tokens_match_clipa_numbers():
     # CLIPA counts the class token: I50 = 7x7 + 1, I17 = 4x4 + 1, I37 = 6x6 + 1 (resize = smaller image_size)
-    assert image_tokens(112, 16, "none", None, 2) + 1 == 50
-    assert image_tokens(64, 16, "none", None, 2) + 1 == 17
-    assert image_tokens(96, 16, "none", None, 2) + 1 == 37
-    assert image_tokens(224, 16, "none", None, 2) == 196
-    assert image_tokens(224, 16, "grid", None, 2) == 49
-    assert image_tokens(224, 16, "grid", None, 3) == 25  # 14 = 3*4 + 2: partial windows keep one patch too
-    assert image_tokens(224, 16, "random", 49, 2) == 49
-    assert image_tokens(224, 16, "block", 36, 2) == 36
+    assert kept_image_tokens(112, 16, "none", None, 2) + 1 == 50
+    assert kept_image_tokens(64, 16, "none", None, 2) + 1 == 17
+    assert kept_image_tokens(96, 16, "none", None, 2) + 1 == 37
+    assert kept_image_tokens(224, 16, "none", None, 2) == 196
+    assert kept_image_tokens(224, 16, "grid", None, 2) == 49
+    assert kept_image_tokens(224, 16, "grid", None, 3) == 25  # 14 = 3*4 + 2: partial windows keep one patch too
+    assert kept_image_tokens(224, 16, "random", 49, 2) == 49
+    assert kept_image_tokens(224, 16, "block", 36, 2) == 36
     with pytest.raises(UserError, match="image_reduction.tokens"):
-        image_tokens(224, 16, "block", 197, 2)
+        check_image(_red("block", 197), where="pretrain", grid=(14, 14))
     with pytest.raises(UserError, match="image_reduction.tokens"):
-        image_tokens(224, 16, "random", None, 2)
+        check_image(_red("random", None), where="pretrain")
+
+
+def _red(strategy, tokens, grid_window=2):
+    return SimpleNamespace(strategy=strategy, tokens=tokens, grid_window=grid_window)
 
 
 def test_random_mask_keeps_exact_count_distinct_sorted_and_seeded():
-    module = PatchReduction("random", 10, (8, 8))
+    module = PatchReduction("random", 10, (8, 8), 2)
     torch.manual_seed(0)
     kept = _survivors(module, 4, 64)
     torch.manual_seed(0)
@@ -125,12 +132,13 @@ def test_apply_none_and_bad_settings():
     model = create_model(TINY)
     original = model.visual.patch_dropout
     assert apply_image_reduction(model, "none", None, 2) is model and model.visual.patch_dropout is original
+    grid = tuple(model.visual.grid_size)
+    with pytest.raises(UserError, match="pretrain.image_reduction.tokens"):
+        check_image(_red("block", 65), where="pretrain", grid=grid)
     with pytest.raises(UserError, match="image_reduction.tokens"):
-        apply_image_reduction(model, "block", 65, 2)
-    with pytest.raises(UserError, match="image_reduction.tokens"):
-        apply_image_reduction(model, "grid", 10, 2)
+        check_image(_red("grid", 10), where="pretrain", grid=grid)
     with pytest.raises(UserError, match="image_reduction.strategy"):
-        apply_image_reduction(model, "resize", 10, 2)
+        check_image(_red("resize", 10), where="pretrain", grid=grid)
     apply_image_reduction(model, "random", 20, 2)
     model.train()
     assert model.visual.patch_dropout(torch.zeros(3, 65, 32)).shape == (3, 21, 32)

@@ -15,17 +15,19 @@ import torch
 from _train_fixtures import TINY_MODEL, write_experiment, write_shards
 from pipeline.methods import create_method
 from pipeline.models import create_model, load_model
-from pipeline.train import checkpoint, launch
+from pipeline import launch
+from pipeline.train import checkpoint
 from pipeline.train.loop import TrainModule, train_step
 from pipeline.train.optim import build_optimizer, build_scheduler, total_steps
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
 
 
-def stage_command(stage, exp, config, stats, out, init=None, launcher=False):
-    head = [sys.executable, "-m", "pipeline.train.launch" if launcher else "pipeline", stage]
+def stage_command(stage, exp, config, stats, out, init=None):
+    """`python -m pipeline <stage>` as the rule runs it (it re-runs itself under torchrun); config is the folder
+    the experiment file lies in (its datasets/ sit beside experiments/)."""
     tail = ["--init", str(init)] if init else []
-    return [*head, "--experiment", str(exp), "--config-dir", str(config), "--train-data", str(stats),
+    return [sys.executable, "-m", "pipeline", stage, "--experiment", str(exp), "--train-data", str(stats),
             "--out", str(out), *tail]
 
 
@@ -61,11 +63,11 @@ def test_sigkill_then_rerun_resumes_bit_identical(setup, straight):
     root, exp, stats = setup
     killed = root / "killed" / "final.pt"
     proc = subprocess.Popen(stage_command("pretrain", exp, root / "config", stats, killed), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     target = killed.parent / "checkpoints" / "step_00000009.pt"
     while not target.exists() and proc.poll() is None:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its worker: the whole process group, as a preemption
     proc.wait()
     assert not killed.exists(), "the run finished before it could be killed"
     out = run(stage_command("pretrain", exp, root / "config", stats, killed))
@@ -98,9 +100,10 @@ def test_checkpoints_and_final_load_with_weights_only(setup, straight):
 def test_finetune_resamples_position_embeddings(setup, straight):
     root, exp, stats = setup
     out = root / "finetune" / "final.pt"
-    log = run(stage_command("finetune", exp, root / "config", stats, out, init=straight, launcher=True))
+    log = run(stage_command("finetune", exp, root / "config", stats, out, init=straight))
     assert "torch.distributed.run --standalone --nproc_per_node 1" in log
-    model, config = load_model(out)
+    loaded = load_model(out)
+    model, config = loaded.model, loaded.model_config
     assert (config["vision_cfg"]["image_size"], config["text_cfg"]["context_length"]) == (24, 16)
     assert model.visual.positional_embedding.shape[0] == 36 + 1 and model.positional_embedding.shape[0] == 16
     image, text, _ = model(torch.randn(2, 3, 24, 24), torch.randint(1, 100, (2, 16)))

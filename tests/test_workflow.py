@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -53,11 +54,46 @@ def test_fingerprints_separate_training_from_evaluation(tmp_path):
     assert json.loads(after_ft["finetune"])["finetune"]["lr"] == 1e-5
 
 
+def test_evaluation_fingerprint_follows_its_own_section(tmp_path):
+    config_dir = copy_config(tmp_path)
+    w = SimpleNamespace(name="demo")
+    before = {e: WorkflowConfig(config_dir).eval_fingerprint(e)(w) for e in ("zeroshot", "linear_probe")}
+    path = config_dir / "experiments" / "demo.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["evaluate"]["linear_probe"]["max_iter"] = 7
+    path.write_text(yaml.safe_dump(raw))
+    after = {e: WorkflowConfig(config_dir).eval_fingerprint(e)(w) for e in before}
+    assert after["zeroshot"] == before["zeroshot"] and after["linear_probe"] != before["linear_probe"]
+
+
 def test_resources_grow_with_attempt():
-    wf = WorkflowConfig()
-    first, second = wf.resources("demo", "pretrain", 1), wf.resources("demo", "pretrain", 2)
+    wf, w = WorkflowConfig(), SimpleNamespace(name="demo")
+    first, second = wf.resource_values("pretrain", w, 1), wf.resource_values("pretrain", w, 2)
     assert second["runtime"] == 2 * first["runtime"]
     assert first["nodes"] == 1 and "gpu" not in first
+    rules = wf.resources("finetune")
+    assert set(rules) == {"nodes", "tasks", "cpus_per_task", "mem_mb", "runtime", "slurm_extra"}
+    assert rules["runtime"](w, 3) == 3 * wf.resource_values("finetune", w)["runtime"]
+    assert set(wf.resources("evaluate")) == {"cpus_per_task", "mem_mb", "runtime", "slurm_extra"}
+
+
+def test_rules_have_one_shape_and_one_spelling():
+    """Every rule runs `python -m pipeline <its own name>`; one rule per registered evaluation."""
+    from pipeline.__main__ import stages
+    from pipeline.evaluate import evaluations
+
+    result = dry_run("results/demo.table", extra=("--printshellcmds", "--forceall"))
+    assert result.returncode == 0, result.stderr
+    names = {line.split()[-1].rstrip(":") for line in result.stdout.splitlines()
+             if line.startswith(("rule ", "localrule "))}
+    for line in result.stdout.splitlines():
+        if " -m pipeline " in line:
+            rule = line.split(" -m pipeline ")[1].split()[0]
+            assert rule in names and rule in stages(), line
+    rules = (REPO / "workflow" / "rules" / "evaluate.smk").read_text()
+    assert "for _evaluation in evaluations():" in rules
+    assert {e.name for e in evaluations()} >= {"zeroshot", "linear_probe", "finetune_eval", "wiseft",
+                                                "supervised_baseline", "retrieval"}
 
 
 def test_dry_run_shows_the_whole_chain():

@@ -1,20 +1,23 @@
-"""Experiment and dataset configs: read, validate against workflow/schemas, return typed objects.
+"""Experiment and dataset configs: read, validate against workflow/schemas, return read-only typed views.
 
-Public face: load_experiment, load_dataset, experiment_from_dict, list_experiments, ConfigError.
+Public face: load_experiment, load_dataset, experiment_from_dict, list_experiments, ConfigError. The views
+(pipeline.config.view) take every key, type and default from the schema; nothing here repeats a key.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .schema import ConfigError, read_yaml, schema_path, validate
-from .types import Dataset, Experiment, Stage, build, to_dict
+from ..errors import UserError
+from ..reduction import check_image, check_text
+from .schema import ConfigError, load_schema, read_yaml, schema_path, validate
+from .view import Dataset, Experiment, Section, to_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "config"
 
 __all__ = [
-    "ConfigError", "Dataset", "Experiment", "Stage", "CONFIG_DIR", "REPO_ROOT",
-    "load_experiment", "load_dataset", "experiment_from_dict", "dataset_from_dict",
+    "ConfigError", "Dataset", "Experiment", "Section", "CONFIG_DIR", "REPO_ROOT",
+    "load_experiment", "load_dataset", "experiment_from_dict", "dataset_from_dict", "experiment_source",
     "list_experiments", "list_datasets", "experiment_path", "dataset_path", "to_dict",
     "read_yaml", "schema_path",
 ]
@@ -48,17 +51,17 @@ def dataset_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
     return path
 
 
-def _check_stage(stage: Stage, key: str, source: str) -> None:
+def _check_stage(stage: Section, key: str, source: str) -> None:
     per_step = stage.processes * stage.resources.nodes * stage.grad_accum_steps
     if stage.batch_size % per_step:
         raise ConfigError(
             f"{source}: {key}.batch_size: {stage.batch_size} does not divide by processes x nodes x "
             f"grad_accum_steps = {per_step}")
-    red = stage.image_reduction
-    if red.strategy in ("random", "block") and red.tokens is None:
-        raise ConfigError(f"{source}: {key}.image_reduction.tokens: required by strategy {red.strategy!r}")
-    if red.strategy in ("none", "grid") and red.tokens is not None:
-        raise ConfigError(f"{source}: {key}.image_reduction.tokens: not used by strategy {red.strategy!r}")
+    try:
+        check_image(stage.image_reduction, where=f"{source}: {key}")
+        check_text(stage.text_reduction, where=f"{source}: {key}", context_length=stage.text_length)
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def experiment_from_dict(raw, name: str, source: str) -> Experiment:
@@ -67,7 +70,7 @@ def experiment_from_dict(raw, name: str, source: str) -> Experiment:
     model = data["model"]
     if (model["name"] is None) == (model["config"] is None):
         raise ConfigError(f"{source}: model: give exactly one of model.name or model.config")
-    exp = build(Experiment, {"name": name, **data})
+    exp = Experiment(name, data, load_schema("experiment"))
     for key in ("pretrain", "finetune"):
         _check_stage(exp.stage(key), key, source)
     for key in exp.published:
@@ -85,9 +88,17 @@ def load_experiment(name_or_path: str | Path, config_dir: Path = CONFIG_DIR,
     exp = experiment_from_dict(read_yaml(path), path.stem, str(path))
     if check_datasets:
         _check_dataset_ref(exp.data.train, "data.train", "image_text", path, config_dir)
-        for i, ds in enumerate(exp.evaluate.zeroshot):
-            _check_dataset_ref(ds, f"evaluate.zeroshot.{i}", "classification", path, config_dir)
+        for i, ds in enumerate(exp.evaluate.zeroshot.datasets):
+            _check_dataset_ref(ds, f"evaluate.zeroshot.datasets.{i}", "classification", path, config_dir)
     return exp
+
+
+def experiment_source(name_or_path: str | Path) -> tuple[Experiment, Path]:
+    """(experiment, its config folder) for a stage's --experiment: a path config/experiments/E.yaml (the
+    config folder is the one holding experiments/) or a name in the repository's config folder."""
+    path = Path(name_or_path)
+    config_dir = path.resolve().parents[1] if path.suffix in (".yaml", ".yml") else CONFIG_DIR
+    return load_experiment(name_or_path, config_dir), config_dir
 
 
 def _check_dataset_ref(name: str, key: str, kind: str, source: Path, config_dir: Path) -> None:
@@ -104,7 +115,7 @@ def _check_dataset_ref(name: str, key: str, kind: str, source: Path, config_dir:
 
 def dataset_from_dict(raw, name: str, source: str) -> Dataset:
     data = validate(raw, "dataset", source)
-    ds = build(Dataset, {"name": name, **data})
+    ds = Dataset(name, data, load_schema("dataset"))
     if ds.kind == "classification" and ds.classnames is None:
         raise ConfigError(f"{source}: classnames: required for a classification dataset")
     return ds

@@ -1,8 +1,90 @@
-"""Evaluation of checkpoints: zero-shot classification (more tasks register in results' TASKS)."""
-from .assets import load_classnames, load_templates
-from .metrics import classification_metrics, mean_per_class_recall, topk_accuracy
-from .results import result_record, write_result
-from .zeroshot import evaluate_zeroshot, image_features, text_classifier
+"""Evaluations of checkpoints, registered like the methods: one module in this package per evaluation.
 
-__all__ = ["classification_metrics", "evaluate_zeroshot", "image_features", "load_classnames", "load_templates",
-           "mean_per_class_recall", "result_record", "text_classifier", "topk_accuracy", "write_result"]
+A module declares an `Evaluation` with `register(...)`: its name (which is also its config section
+`evaluate.<name>`, its Snakemake rule, its `python -m pipeline <name>` command and its results folder), the
+inputs it reads besides the checkpoint, the outputs it writes, its table columns and its `run(ctx)` function.
+The workflow generates one rule per registered evaluation (workflow/rules/evaluate.smk), the report reads the
+columns from here, and `python -m pipeline <name>` runs it. Adding an evaluation = one module here + its
+schema section + its test (docs/evaluation.md walks through it). Modules starting with `_` are shared helpers.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+_REGISTRY: dict[str, "Evaluation"] = {}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What one run of an evaluation gets: coordinates and paths from argv, its config section from the file."""
+    experiment: Any                  # the whole experiment (pipeline.config view)
+    settings: Any                    # experiment.evaluate.<name>
+    dataset: str                     # the dataset the result is named after (the test split)
+    entry: Any                       # its entry in settings.datasets (a name, a {train, test} pair, ...)
+    checkpoint: Path | None          # the CLIP checkpoint evaluated (None for checkpoint-free evaluations)
+    inputs: dict[str, Path]
+    outputs: dict[str, Path]
+    config_dir: Path
+    cache_dir: Path | None = None    # per-checkpoint scratch shared by evaluations (cached features)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    name: str
+    task: str                                            # CLIP_benchmark's task name in result records
+    run: Callable[[Context], None]
+    # extra inputs of one dataset entry: {input name: ("stats", dataset) | ("output", evaluation, output name)
+    # | ("file", path)}; the workflow turns these into paths
+    inputs: Callable[[Any], dict[str, tuple]]
+    outputs: dict[str, str] = field(default_factory=lambda: {"result": "json"})   # output name -> extension
+    columns: tuple[tuple[str, str], ...] = ()          # table columns (label, metric); the first is the headline
+    published: str | None = None                         # key of these numbers in the experiment's `published`
+    per_checkpoint: bool = True                          # False: trains its own model (no CLIP checkpoint)
+    distributed: bool = False                            # runs under torchrun (settings.processes processes)
+    order: int = 100                                     # where its columns go in tables (lower = further left)
+
+    def dataset_name(self, entry) -> str:
+        """The name results use for one entry of `evaluate.<name>.datasets`."""
+        if isinstance(entry, str):
+            return entry
+        return entry.test if "test" in entry else entry.name
+
+
+def register(evaluation: Evaluation) -> Evaluation:
+    _REGISTRY[evaluation.name] = evaluation
+    return evaluation
+
+
+def _import_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def evaluations() -> list[Evaluation]:
+    """Every registered evaluation, in name order."""
+    _import_all()
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def get(name: str) -> Evaluation:
+    _import_all()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown evaluation {name!r} (evaluations: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
+def by_task() -> dict[str, Evaluation]:
+    """Evaluations keyed by the task name their result records carry, in table column order (the report's
+    lookup). Evaluations sharing a task (finetune_eval, supervised_baseline) share its columns."""
+    out: dict[str, Evaluation] = {}
+    for e in sorted(evaluations(), key=lambda e: (e.order, e.name)):
+        out.setdefault(e.task, e)
+    return out
+
+
+__all__ = ["Context", "Evaluation", "by_task", "evaluations", "get", "register"]

@@ -2,9 +2,12 @@
 
 Key names follow CLIP_benchmark: image_retrieval_recall@k = text -> image (an image is retrieved for each
 caption), text_retrieval_recall@k = image -> text (a hit when any of the image's captions is in the top k).
+The caption sets are read in place: each `evaluate.retrieval.datasets` entry names its annotation file and
+image folder.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -13,6 +16,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..utils.io import read_json
+from . import Context, Evaluation, register
 
 
 def read_captions(annotations: str | Path, split: str | None) -> list[tuple[str, list[str]]]:
@@ -74,3 +78,34 @@ def text_embeddings(model, tokenizer, captions: list[str], batch_size: int, devi
     chunks = [model.encode_text(tokenizer(captions[i:i + batch_size]).to(device), normalize=True).float().cpu()
               for i in range(0, len(captions), batch_size)]
     return torch.cat(chunks)
+
+
+def run(ctx: Context) -> None:
+    from ..models import context_length_of, image_size_of, load_model, tokenizer
+    from ._datasets import eval_transform
+    from ._features import eval_device, image_features
+    from ._records import write_result
+
+    entry, ev, device = ctx.entry, ctx.experiment.evaluate, eval_device()
+    items = read_captions(ctx.inputs["annotations"], entry.split or None)
+    loaded = load_model(ctx.checkpoint)
+    model = loaded.model.to(device).eval()
+    start = time.time()
+    images = ImageList(entry.images_root, [img for img, _ in items], eval_transform(image_size_of(loaded.model_config)))
+    image_emb, _ = image_features(model, images, ev.batch_size, ev.workers, device, desc="retrieval images")
+    captions = [c for _, caps in items for c in caps]
+    owner = torch.tensor([i for i, (_, caps) in enumerate(items) for _ in caps])
+    text_emb = text_embeddings(model, tokenizer(context_length_of(loaded.model_config)), captions,
+                               ev.batch_size, device)
+    metrics = retrieval_metrics(image_emb, text_emb, owner)
+    write_result(ctx, task=EVALUATION.task, metrics=metrics, model=loaded.experiment, pretrained=ctx.checkpoint,
+                 checkpoint=loaded.stage)
+    print(f"retrieval {ctx.dataset} ({len(items)} images, {len(captions)} captions, {time.time() - start:.1f} s): "
+          + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.endswith("@1")))
+
+
+EVALUATION = register(Evaluation(
+    name="retrieval", order=50, task="zeroshot_retrieval", run=run,
+    inputs=lambda entry: {"annotations": ("file", entry.annotations)},
+    columns=(("T→I R@1", "image_retrieval_recall@1"), ("I→T R@1", "text_retrieval_recall@1")),
+    published="retrieval"))

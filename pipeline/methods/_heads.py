@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.distributed import world
+from ..distributed import world
 
 
 def mlp(in_dim: int, hidden: int, out: int, *, layers: int, last_bn: bool) -> nn.Sequential:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..train.distributed import gather_with_grad, world
+from ..distributed import gather_with_grad, world
 from . import Method, register
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..train.distributed import gather_with_grad
+from ..distributed import gather_with_grad
 from . import Method, register
 from ._heads import FeatureQueue, mlp, sync_batchnorm
 from ._losses import clip_loss, mlm_corrupt, mlm_loss, nn_loss, simsiam_loss

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -24,10 +25,6 @@ if PROJECT_CONFIGS.is_dir():
     open_clip.add_model_config(PROJECT_CONFIGS)
 
 _REGISTERED_INLINE: set[str] = set()
-
-
-def known_models() -> list[str]:
-    return open_clip.list_models()
 
 
 def resolve_model_config(name: str | None, inline: dict | None,
@@ -89,15 +86,31 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
 
 
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Model and model config from a final checkpoint ({'model', 'model_config', ...}), in eval mode."""
+@dataclass
+class LoadedCheckpoint:
+    """A final checkpoint's model (eval mode) with the experiment name and stage it came from."""
+    model: torch.nn.Module
+    model_config: dict
+    experiment: str
+    stage: str
+    path: Path
+
+
+def load_model(path: str | Path) -> LoadedCheckpoint:
+    """Read a final checkpoint ({'model', 'model_config', 'stage', ...}) once and build its model in eval mode."""
+    path = Path(path)
     ckpt = load_checkpoint(path)
-    for key in ("model", "model_config"):
+    for key in ("model", "model_config", "stage"):
         if key not in ckpt:
             raise UserError(f"{path}: checkpoint has no {key!r} entry")
     model = create_model(ckpt["model_config"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt["model_config"]
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"{path}: model: weights do not fit model_config ({first})") from None
+    experiment = (ckpt.get("experiment") or {}).get("name") or path.parent.parent.name
+    return LoadedCheckpoint(model.eval(), ckpt["model_config"], experiment, ckpt["stage"], path)
 
 
 def tokenizer(context_length: int):

@@ -1,5 +1,5 @@
 """`python -m pipeline table --experiment config/experiments/E.yaml --results R.json... --out E.table
-[--csv E.csv] [--tex E.tex]` and `python -m pipeline table-group --group G --experiments A.yaml B.yaml
+[--csv E.csv] [--tex E.tex]` and `python -m pipeline table_group --group G --experiments A.yaml B.yaml
 --results R.json... --out results/tables/G.table [--csv] [--tex]`."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .table import build_table, merge_tables
 
 
 def parser(group: bool) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m pipeline {'table-group' if group else 'table'}", description=__doc__)
+    p = argparse.ArgumentParser(prog=f"python -m pipeline {'table_group' if group else 'table'}", description=__doc__)
     if group:
         p.add_argument("--group", required=True, help="name of the comparison (table title)")
         p.add_argument("--experiments", nargs="+", required=True, help="experiment configs compared")
@@ -37,7 +37,7 @@ def _write(table, args) -> None:
 
 
 def main(argv: list[str]) -> int:
-    group = argv[0] == "table-group"
+    group = argv[0] == "table_group"
     args = parser(group).parse_args(argv[1:])
     records = read_results(args.results) if not group else None
     if not group:

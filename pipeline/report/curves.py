@@ -51,7 +51,7 @@ def plot_curves(*, metrics: dict[str, list[dict]], out: str | Path, title: str) 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline curves")
     parser.add_argument("--metrics", nargs="+", required=True, help="STAGE=metrics.jsonl, in stage order")
-    parser.add_argument("--title", default="")
+    parser.add_argument("--title", required=True, help="figure title (the experiment name)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv[1:])
     metrics = {}

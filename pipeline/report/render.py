@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
-from .table import TASKS, Table, cell, column_label
+from .table import Table, cell, column_label
 
 NOTE = "Percent (top-1 accuracy; recall@1 for retrieval). Cells with a published number read: ours (paper)."
 
@@ -55,4 +55,4 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TASKS", "to_csv", "to_latex", "to_markdown"]
+__all__ = ["to_csv", "to_latex", "to_markdown"]

@@ -9,16 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..evaluate import by_task
 
-# result task -> (key in `published`, [(column label, metric)]); the first metric is the headline
-TASKS = {
-    "zeroshot_classification": ("zeroshot", [("0-shot", "acc1")]),
-    "linear_probe": ("linear_probe", [("linear", "lp_acc1")]),
-    "finetune_classification": ("finetune", [("fine-tuned", "acc1"), ("fine-tuned EMA", "ema_acc1")]),
-    "wiseft": ("wiseft", [("WiSE-FT", "acc1")]),
-    "zeroshot_retrieval": ("retrieval", [("T→I R@1", "image_retrieval_recall@1"),
-                                         ("I→T R@1", "text_retrieval_recall@1")]),
-}
+
+def tasks() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """result task -> (key in `published`, [(column label, metric)]), in column order; the first metric is the
+    headline. Read from the evaluation registry (pipeline.evaluate): each evaluation declares its columns."""
+    return {task: (e.published, list(e.columns)) for task, e in by_task().items()}
+
+
 ROW_ORDER = ("pretrain", "finetune")
 Column = tuple[str, str, str]  # (task, metric, dataset)
 
@@ -45,10 +44,11 @@ def row_label(record: dict) -> str:
 
 
 def _add_record(table: Table, path: Path, rec: dict, columns: list, rows: list) -> None:
-    if rec["task"] not in TASKS:
-        raise UserError(f"{path}: task: {rec['task']!r} has no table column (known: {', '.join(TASKS)})")
+    known = tasks()
+    if rec["task"] not in known:
+        raise UserError(f"{path}: task: {rec['task']!r} has no table column (known: {', '.join(known)})")
     row = row_label(rec)
-    for i, (_, metric) in enumerate(TASKS[rec["task"]][1]):
+    for i, (_, metric) in enumerate(known[rec["task"]][1]):
         value = rec["metrics"].get(metric)
         if value is None and i > 0:
             continue  # optional extra column (e.g. no EMA kept)
@@ -68,9 +68,10 @@ def build_table(*, experiment, records: list[tuple[Path, dict]]) -> Table:
         if rec["model"] != experiment.name:
             raise UserError(f"{path}: model: result of experiment {rec['model']!r}, table is for {experiment.name!r}")
         _add_record(table, path, rec, columns, rows)
-    by_published = {pub: (task, cols[0][1]) for task, (pub, cols) in TASKS.items()}
-    for stage, tasks in (experiment.published or {}).items():
-        for pub_task, per_dataset in tasks.items():
+    known = tasks()
+    by_published = {pub: (task, cols[0][1]) for task, (pub, cols) in known.items()}
+    for stage, published in (experiment.published or {}).items():
+        for pub_task, per_dataset in published.items():
             task, metric = by_published[pub_task]
             for dataset, value in per_dataset.items():
                 _add(columns, (task, metric, dataset))
@@ -78,15 +79,15 @@ def build_table(*, experiment, records: list[tuple[Path, dict]]) -> Table:
                 table.paper[(stage, task, metric, dataset)] = float(value)
     first = [r for r in ROW_ORDER if r in rows]
     table.rows = first + [r for r in rows if r not in first]
-    task_order = list(TASKS)
-    metric_order = {t: [m for _, m in cols] for t, (_, cols) in TASKS.items()}
+    task_order = list(known)
+    metric_order = {t: [m for _, m in cols] for t, (_, cols) in known.items()}
     table.columns = sorted(columns, key=lambda c: (task_order.index(c[0]), c[2], metric_order[c[0]].index(c[1])))
     return table
 
 
 def column_label(col: Column) -> str:
     task, metric, dataset = col
-    label = dict((m, lab) for lab, m in TASKS[task][1])[metric]
+    label = dict((m, lab) for lab, m in tasks()[task][1])[metric]
     return f"{label} {dataset}"
 
 
@@ -111,6 +112,6 @@ def merge_tables(title: str, tables: list[Table]) -> Table:
             for key, value in t.paper.items():
                 if key[0] == row:
                     out.paper[(label, *key[1:])] = value
-    task_order = list(TASKS)
+    task_order = list(tasks())
     out.columns.sort(key=lambda c: (task_order.index(c[0]), c[2]))
     return out

@@ -8,5 +8,5 @@
 - optim.py:       decay groups, step counts, timm's CosineLRScheduler per optimizer step.
 - checkpoint.py:  resumable step_XXXXXXXX.pt (weights_only-safe RNG states), rotation.
 - metrics.py:     metrics.jsonl, tensorboard events, loss.png.
-- distributed.py: process group from torchrun's environment, world(), gather_with_grad().
+(process-group helpers live in pipeline/distributed.py, shared with the methods)
 """

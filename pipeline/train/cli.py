@@ -1,11 +1,11 @@
 """`python -m pipeline pretrain|finetune --experiment E.yaml --train-data data/D/stats.json --out .../final.pt
-[--init pretrain/final.pt]`: one training stage (normally started by pipeline.train.launch under torchrun)."""
+[--init pretrain/final.pt]`: one training stage (the command line re-runs it under torchrun: pipeline.launch)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..config import CONFIG_DIR, load_experiment
+from ..config import experiment_source
 from ..errors import UserError
 
 STAGES = ("pretrain", "finetune")
@@ -16,8 +16,7 @@ def parser(stage: str) -> argparse.ArgumentParser:
     p.add_argument("--experiment", required=True, help="config/experiments/E.yaml (or an experiment name)")
     p.add_argument("--train-data", required=True, type=Path, help="data/D/stats.json written by the data stage")
     p.add_argument("--out", required=True, type=Path, help="final checkpoint; logs and checkpoints/ go beside it")
-    p.add_argument("--init", type=Path, default=None, help="checkpoint to start from (finetune: pretrain/final.pt)")
-    p.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="folder with experiments/ and datasets/")
+    p.add_argument("--init", type=Path, help="checkpoint to start from (finetune: pretrain/final.pt)")
     return p
 
 
@@ -25,7 +24,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in STAGES:
         raise UserError(f"training stage: expected one of {', '.join(STAGES)}, got {argv[:1]}")
     stage, args = argv[0], parser(argv[0]).parse_args(argv[1:])
-    experiment = load_experiment(args.experiment, args.config_dir)
+    experiment, _ = experiment_source(args.experiment)
     if not experiment.stage(stage).enabled:
         raise UserError(f"{args.experiment}: {stage}.enabled: the stage is disabled")
     if stage == "finetune" and args.init is None:

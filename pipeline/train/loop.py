@@ -22,9 +22,12 @@ from ..methods import create_method
 from ..models import create_model, image_size_of, context_length_of, load_checkpoint, resolve_model_config
 from ..models.export import export_open_clip
 from ..models.resample import load_resampled
-from ..text import build_text_transform
+from ..reduction import check_image
+from ..reduction.image import apply_image_reduction
+from ..reduction.text import build_text_transform
 from ..utils.io import torch_save
-from . import checkpoint, distributed
+from .. import distributed
+from . import checkpoint
 from .metrics import MetricsLog
 from .optim import build_optimizer, build_scheduler, total_steps
 
@@ -33,7 +36,7 @@ from .optim import build_optimizer, build_scheduler, total_steps
 class Position:
     """Where training is: optimizer steps done, samples seen, next micro-batch (epoch, batch)."""
     step: int = 0
-    samples: int = 0
+    samples_seen: int = 0
     epoch: int = 0
     batch: int = 0
 
@@ -60,8 +63,7 @@ def build_model(experiment: Experiment, stage_name: str, init: str | Path | None
         load_resampled(model, load_checkpoint(init)["model"], source=str(init))
     red = stage.image_reduction
     if red.strategy != "none":
-        from ..models.token_reduction import apply_image_reduction
-
+        check_image(red, where=stage_name, grid=tuple(model.visual.grid_size))
         apply_image_reduction(model, red.strategy, red.tokens, red.grid_window)
     if stage.grad_checkpointing:
         model.set_grad_checkpointing(True)
@@ -166,7 +168,7 @@ def resume(folder: Path, expected: dict, parts: dict, *, rank: int, world_size: 
     if rank == 0:
         print(f"resuming from {folder}/step_{ckpt['step']:08d}.pt (epoch {data['epoch']}, batch {data['batch']})",
               flush=True)
-    return Position(step=ckpt["step"], samples=ckpt["samples_seen"], epoch=data["epoch"], batch=data["batch"])
+    return Position(step=ckpt["step"], samples_seen=ckpt["samples_seen"], epoch=data["epoch"], batch=data["batch"])
 
 
 def save_checkpoint(folder: Path, position: Position, parts: dict, extra: dict, *, keep: int) -> None:
@@ -174,7 +176,7 @@ def save_checkpoint(folder: Path, position: Position, parts: dict, extra: dict, 
     rngs = distributed.gather_objects(checkpoint.rng_state())
     if distributed.is_main():
         payload = {name: part.state_dict() for name, part in parts.items()}
-        payload.update(extra, rng=rngs, step=position.step, samples_seen=position.samples,
+        payload.update(extra, rng=rngs, step=position.step, samples_seen=position.samples_seen,
                        data={"epoch": position.epoch, "batch": position.batch})
         checkpoint.save(folder, position.step, payload, keep=keep)
     distributed.barrier()
@@ -225,7 +227,7 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
     if rank == 0:
         weights = model.state_dict()
         torch_save({"model": weights, "model_config": model_config, "experiment": to_dict(experiment),
-                    "stage": stage_name, "step": position.step, "samples_seen": position.samples,
+                    "stage": stage_name, "step": position.step, "samples_seen": position.samples_seen,
                     "method": method.state_dict()}, out)
         export_open_clip(model=weights, model_config=model_config, folder=folder / "open_clip",
                          name=f"clipforge-{experiment.name}-{stage_name}")
@@ -241,7 +243,7 @@ def run_steps(module, model, optimizer, scheduler, scaler, loader, position: Pos
     log = MetricsLog(folder, resume_step=position.step, enabled=main)
     stream = micro_batches(loader, position)
     per_epoch, skipped = loader.batches_per_epoch(), 0
-    tick, tick_samples = time.perf_counter(), position.samples
+    tick, tick_samples = time.perf_counter(), position.samples_seen
     module.train()
     while position.step < steps:
         batches = []
@@ -254,13 +256,13 @@ def run_steps(module, model, optimizer, scheduler, scaler, loader, position: Pos
         values = train_step(module, model, optimizer, scaler, batches, device=device, precision=stage.precision,
                             grad_clip=stage.grad_clip, logit_scale_max=stage.logit_scale_max)
         position.step += 1
-        position.samples += stage.batch_size
+        position.samples_seen += stage.batch_size
         if position.step % stage.log_every == 0 or position.step == steps:
             now = time.perf_counter()
-            record = {"step": position.step, "samples": position.samples, "epoch": position.epoch,
-                      "lr": optimizer.param_groups[0]["lr"], "samples_per_s": (position.samples - tick_samples) / (now - tick),
+            record = {"step": position.step, "samples": position.samples_seen, "epoch": position.epoch,
+                      "lr": optimizer.param_groups[0]["lr"], "samples_per_s": (position.samples_seen - tick_samples) / (now - tick),
                       "skipped": skipped, **values}
-            tick, tick_samples = now, position.samples
+            tick, tick_samples = now, position.samples_seen
             log.log(record)
             if main:
                 print(f"step {position.step}/{steps} epoch {position.epoch} loss {record['loss']:.4f} "

@@ -1,4 +1,4 @@
-# Config loading and input functions shared by the rules. Anything longer belongs in pipeline/.
+# Config loading and the pieces every rule shares. Anything longer belongs in pipeline/ (pipeline.workflow).
 import sys
 from pathlib import Path
 
@@ -9,21 +9,17 @@ from snakemake.utils import validate
 
 from pipeline.config import ConfigError, read_yaml
 from pipeline.config import schema_path
-from pipeline.workflow import WorkflowConfig
+from pipeline.workflow import PATHS, WorkflowConfig, path
 
 # --config config_dir=PATH reads experiments and datasets from another folder (tests use it).
 CONFIG_DIR = Path(config.get("config_dir", Path(workflow.basedir) / "config"))
 # interpreter that runs `-m pipeline` in every rule: the one running Snakemake, unless --config python=...
 PY = config.get("python", sys.executable)
-GPU_TYPE = config.get("slurm_gpu_type")  # set by the installed slurm profile (--gpu-type)
 # The slurm profile sets protect_checkpoints: final checkpoints that took days become read-only, and
 # Snakemake refuses to overwrite them after a code or config edit (remove the file to retrain on purpose).
 PROTECT = bool(config.get("protect_checkpoints", False))
-
-
-def final_checkpoint(stage):
-    path = f"results/{{name}}/{stage}/final.pt"
-    return protected(path) if PROTECT else path
+# Every rule runs one stage: `python -m pipeline <rule name> <argv from params.args>`, its output logged.
+STAGE = "{PY:q} -m pipeline {rule} {params.args:q} 2>&1 | tee -a {log:q}"
 
 
 def _validated(kind, path):
@@ -31,21 +27,14 @@ def _validated(kind, path):
     validate(read_yaml(path), schema=str(schema_path(kind)))
 
 
-WF = WorkflowConfig(config_dir=CONFIG_DIR, validate=_validated)
+# slurm_gpu_type is set by the installed slurm profile (--gpu-type)
+WF = WorkflowConfig(config_dir=CONFIG_DIR, validate=_validated, gpu_type=config.get("slurm_gpu_type"),
+                    error=WorkflowError)
 
 
-def experiment(name):
-    try:
-        return WF.experiment(name)
-    except ConfigError as exc:
-        raise WorkflowError(str(exc)) from None
-
-
-def dataset(name):
-    try:
-        return WF.dataset(name)
-    except ConfigError as exc:
-        raise WorkflowError(str(exc)) from None
+def final_checkpoint(stage):
+    out = path("checkpoint", stage=stage)
+    return protected(out) if PROTECT else out
 
 
 wildcard_constraints:
@@ -64,7 +53,7 @@ def _check_requested_configs():
             WF.experiment(name)
         for name in datasets:
             WF.dataset(name)
-    except ConfigError as exc:
+    except (ConfigError, WorkflowError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1)
 

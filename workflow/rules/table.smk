@@ -1,38 +1,38 @@
 rule curves:
     """Training curves of every stage of an experiment in one figure (shown by `snakemake --report`)."""
     input:
-        lambda w: [f"results/{w.name}/{c}/final.pt" for c in WF.checkpoints(w.name)],
+        lambda w: [path("checkpoint", name=w.name, stage=c) for c in WF.checkpoints(w.name)],
     output:
-        report("results/{name}/curves.png", caption="../report/curves.rst", category="Curves",
-               subcategory="{name}"),
-    params:
-        metrics=lambda w: [f"{c}=results/{w.name}/{c}/metrics.jsonl" for c in WF.checkpoints(w.name)],
+        report(PATHS["curves"], caption="../report/curves.rst", category="Curves", subcategory="{name}"),
     log:
-        "logs/{name}/curves.log",
+        PATHS["curves_log"],
+    params:
+        args=lambda w, output: ["--metrics", *[f"{c}={path('metrics', name=w.name, stage=c)}"
+                                               for c in WF.checkpoints(w.name)],
+                                "--title", w.name, "--out", output[0]],
     localrule: True
     shell:
-        "{PY:q} -m pipeline curves --metrics {params.metrics:q} --title {wildcards.name:q} --out {output:q} "
-        "2>&1 | tee {log:q}"
+        STAGE
 
 
 rule table:
     """results/<name>.table (markdown), .csv and .tex: our numbers beside the published ones."""
     input:
         results=lambda w: WF.eval_results(w.name),
-        curves="results/{name}/curves.png",
+        curves=PATHS["curves"],
     output:
-        table=report("results/{name}.table", caption="../report/table.rst", category="Tables"),
-        csv="results/{name}.csv",
-        tex="results/{name}.tex",
+        table=report(path("table", ext="table"), caption="../report/table.rst", category="Tables"),
+        csv=path("table", ext="csv"),
+        tex=path("table", ext="tex"),
     log:
-        "logs/{name}/table.log",
+        PATHS["table_log"],
     params:
-        experiment=lambda w: WF.experiment_file(w.name),
         fingerprint=lambda w: WF.fingerprint(w.name, "table"),
+        args=lambda w, input, output: ["--experiment", WF.experiment_file(w.name), "--results", *input.results,
+                                       "--out", output.table, "--csv", output.csv, "--tex", output.tex],
     localrule: True
     shell:
-        "{PY:q} -m pipeline table --experiment {params.experiment:q} --results {input.results:q} "
-        "--out {output.table:q} --csv {output.csv:q} --tex {output.tex:q} 2>&1 | tee {log:q}"
+        STAGE
 
 
 rule table_group:
@@ -40,14 +40,16 @@ rule table_group:
     input:
         lambda w: [r for n in WF.group_members(w.group) for r in WF.eval_results(n)],
     output:
-        table=report("results/tables/{group}.table", caption="../report/table.rst", category="Tables"),
-        csv="results/tables/{group}.csv",
-        tex="results/tables/{group}.tex",
+        table=report(path("group_table", ext="table"), caption="../report/table.rst", category="Tables"),
+        csv=path("group_table", ext="csv"),
+        tex=path("group_table", ext="tex"),
     log:
-        "logs/tables/{group}.log",
+        PATHS["group_log"],
     params:
-        experiments=lambda w: [WF.experiment_file(n) for n in WF.group_members(w.group)],
+        args=lambda w, input, output: ["--group", w.group,
+                                       "--experiments", *[WF.experiment_file(n) for n in WF.group_members(w.group)],
+                                       "--results", *input, "--out", output.table, "--csv", output.csv,
+                                       "--tex", output.tex],
     localrule: True
     shell:
-        "{PY:q} -m pipeline table-group --group {wildcards.group:q} --experiments {params.experiments:q} "
-        "--results {input:q} --out {output.table:q} --csv {output.csv:q} --tex {output.tex:q} 2>&1 | tee {log:q}"
+        STAGE

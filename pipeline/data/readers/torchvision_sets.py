@@ -60,7 +60,7 @@ def open_torchvision(class_name: str, root: Path, split: str):
 def _class_names(dataset, ds, n_labels: int) -> list[str]:
     """The config's shipped list, or (classnames: from_data) the dataset's own names, '_' read as a space."""
     if dataset.classnames and dataset.classnames != "from_data":
-        from ...evaluate.assets import load_classnames
+        from ...evaluate._assets import load_classnames
 
         return load_classnames(dataset.classnames)
     names = getattr(ds, "classes", None)

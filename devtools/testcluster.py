@@ -1,7 +1,7 @@
 """A throwaway single-node SLURM cluster with accounting, for testing the workflow through `sbatch`.
 
-    python -m pipeline.cluster.testcluster start [--base DIR] [--partition debug] [--nodes N]
-    python -m pipeline.cluster.testcluster status|stop [--base DIR] [--clean]
+    python -m devtools.testcluster start [--base DIR] [--partition debug] [--nodes N]
+    python -m devtools.testcluster status|stop [--base DIR] [--clean]
 
 Needs root on Debian (installs slurmctld slurmd slurm-client munge slurmdbd mariadb-server when missing).
 State, logs and the MariaDB data live under DIR/cluster; every daemon binds 127.0.0.1 (slurmdbd 0.0.0.0,
@@ -261,7 +261,7 @@ def running(base: Path = DEFAULT_BASE) -> Cluster | None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.cluster.testcluster", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m devtools.testcluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument("--base", type=Path, default=DEFAULT_BASE, help="folder for state, logs and data")

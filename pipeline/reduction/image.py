@@ -7,6 +7,7 @@ evaluation always sees the whole image. It has no parameters, so checkpoints are
 
 Strategies (N = gh x gw patch grid, T kept patch tokens, the class token is always kept on top):
 - none:   nothing installed. CLIPA's "resize" is a smaller stage image_size (fewer patches), not a mask.
+Settings are validated once, by pipeline.reduction.check.
 - random: a uniformly random subset of T patches per sample.
 - grid:   one patch per k x k window (k = grid_window). Per sample one random offset (dy, dx) in [0, k)^2 is drawn and
           used in every window, so the survivors form a regular lattice (strided sub-sampling). Windows tile the grid
@@ -25,8 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-
-IMAGE_STRATEGIES = ("none", "random", "grid", "block")
+from . import IMAGE_STRATEGIES  # noqa: F401  (re-exported)
 
 
 def grid_shape(image_size: int, patch_size: int) -> tuple[int, int]:
@@ -57,18 +57,12 @@ def block_shape(tokens: int, grid: tuple[int, int]) -> tuple[int, int]:
     return math.ceil(tokens / cols), cols
 
 
-def image_tokens(image_size: int, patch_size: int, strategy: str, tokens: int | None, grid_window: int) -> int:
+def kept_image_tokens(image_size: int, patch_size: int, strategy: str, tokens: int | None, grid_window: int) -> int:
     """Patch tokens (class token aside) one training image contributes; CLIPA's I-number is this + 1."""
     grid = grid_shape(image_size, patch_size)
-    full = grid[0] * grid[1]
-    if strategy == "none":
-        return full
     if strategy == "grid":
         return grid_tokens(grid, grid_window)
-    if strategy in ("random", "block"):
-        _check_tokens(tokens, full, strategy)
-        return tokens
-    raise UserError(f"image_reduction.strategy: unknown {strategy!r}, expected one of {', '.join(IMAGE_STRATEGIES)}")
+    return grid[0] * grid[1] if strategy == "none" else tokens
 
 
 def _check_tokens(tokens: int | None, full: int, strategy: str) -> None:
@@ -106,13 +100,8 @@ def block_indices(batch: int, grid: tuple[int, int], tokens: int, device=None) -
 class PatchReduction(nn.Module):
     """Drop-in for open_clip's patch_dropout: keeps the class token and an exact set of patches in training."""
 
-    def __init__(self, strategy: str, tokens: int | None, grid: tuple[int, int], grid_window: int = 2):
+    def __init__(self, strategy: str, tokens: int | None, grid: tuple[int, int], grid_window: int):
         super().__init__()
-        if strategy not in IMAGE_STRATEGIES[1:]:
-            raise UserError(f"image_reduction.strategy: {strategy!r} is not a patch mask "
-                            f"(expected one of {', '.join(IMAGE_STRATEGIES[1:])})")
-        if strategy == "grid" and grid_window < 2:
-            raise UserError(f"image_reduction.grid_window: must be >= 2, got {grid_window!r}")
         self.strategy, self.tokens, self.grid, self.grid_window = strategy, tokens, tuple(grid), grid_window
 
     def _grid_for(self, n: int) -> tuple[int, int]:
@@ -146,21 +135,14 @@ class PatchReduction(nn.Module):
 
 
 def apply_image_reduction(model: nn.Module, strategy: str, tokens: int | None, grid_window: int) -> nn.Module:
-    """Install the patch mask of `strategy` at model.visual.patch_dropout (none: model untouched); returns model."""
+    """Install the patch mask of `strategy` at model.visual.patch_dropout (none: model untouched); returns model.
+    The settings were checked by pipeline.reduction.check against this tower's grid."""
     if strategy == "none":
         return model
     visual = getattr(model, "visual", None)
     if visual is None or not hasattr(visual, "patch_dropout") or not hasattr(visual, "grid_size"):
         raise UserError(f"image_reduction.strategy: {strategy!r} needs an open_clip VisionTransformer image tower "
                         f"(got {type(visual).__name__})")
-    grid = tuple(visual.grid_size)
-    full = grid[0] * grid[1]
-    if strategy in ("random", "block"):
-        _check_tokens(tokens, full, strategy)
-    elif strategy == "grid" and tokens is not None and tokens != grid_tokens(grid, grid_window):
-        raise UserError(f"image_reduction.tokens: the grid mask keeps ceil(rows/k)*ceil(cols/k) = "
-                        f"{grid_tokens(grid, grid_window)} patches on a {grid[0]}x{grid[1]} grid with "
-                        f"grid_window {grid_window}; set tokens to that or null, got {tokens}")
     # a new module starts in train mode; follow the tower's mode so an eval model stays unmasked
-    visual.patch_dropout = PatchReduction(strategy, tokens, grid, grid_window).train(visual.training)
+    visual.patch_dropout = PatchReduction(strategy, tokens, tuple(visual.grid_size), grid_window).train(visual.training)
     return model

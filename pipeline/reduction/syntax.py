@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .reduction import priority_ids
+from .text import priority_ids
 
 APTAGGER_PICKLE = "trontagger-0.1.0.pickle"
 # Treebank-like words: "isn't" -> is n't, "dog's" -> dog 's, "slim-fit" and "1960s" stay whole, punctuation alone.

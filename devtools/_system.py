@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import UserError
+from pipeline.errors import UserError
 
 # binary -> Debian package that ships it (bookworm: Slurm 22.05, MariaDB 10.11)
 BINARIES = {

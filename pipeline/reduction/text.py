@@ -3,7 +3,11 @@
 `build_text_transform(strategy, context_length)` returns a callable list[str] -> LongTensor[B, L]:
 [SOT] kept tokens... [EOT], zero padded, L == context_length. Strategies: truncate (first tokens),
 random (random subset, order kept), block (random contiguous span), syntax (nouns, then adjectives,
-then verbs, then the rest; offline part-of-speech tagger, see pipeline.text.syntax).
+then verbs, then the rest; offline part-of-speech tagger, see pipeline.reduction.syntax).
+
+Every strategy maps a caption's BPE ids (without SOT/EOT) to at most `keep` ids, order preserved.
+Randomness comes from torch's global RNG so the trainer's RNG checkpoint makes a resumed run draw
+the same masks.
 """
 from __future__ import annotations
 
@@ -12,10 +16,50 @@ from typing import Callable
 
 import torch
 
-from ..errors import UserError
-from .reduction import RANDOM_STRATEGIES, check_length, pack
+from . import TEXT_STRATEGIES as STRATEGIES
+from . import check_text
 
-STRATEGIES = ("truncate", "random", "block", "syntax")
+
+def truncate_ids(ids: list[int], keep: int) -> list[int]:
+    """The first `keep` tokens (open_clip's default)."""
+    return ids[:keep]
+
+
+def random_ids(ids: list[int], keep: int) -> list[int]:
+    """A uniformly random subset of `keep` tokens, original order kept."""
+    if len(ids) <= keep:
+        return list(ids)
+    chosen = torch.randperm(len(ids))[:keep].sort().values.tolist()
+    return [ids[i] for i in chosen]
+
+
+def block_ids(ids: list[int], keep: int) -> list[int]:
+    """A contiguous span of `keep` tokens starting at a uniformly random offset."""
+    if len(ids) <= keep:
+        return list(ids)
+    start = int(torch.randint(0, len(ids) - keep + 1, ()).item())
+    return ids[start:start + keep]
+
+
+def priority_ids(ids: list[int], priorities: list[int], keep: int) -> list[int]:
+    """The `keep` tokens with the lowest priority value; ties go to the earlier position; order kept."""
+    if len(ids) <= keep:
+        return list(ids)
+    ranked = sorted(range(len(ids)), key=lambda i: (priorities[i], i))[:keep]
+    return [ids[i] for i in sorted(ranked)]
+
+
+def pack(token_lists: list[list[int]], context_length: int, sot: int, eot: int) -> torch.LongTensor:
+    """[SOT] tokens [EOT] then zeros, exactly context_length wide (lists already fit)."""
+    out = torch.zeros(len(token_lists), context_length, dtype=torch.long)
+    for row, ids in enumerate(token_lists):
+        seq = [sot] + ids + [eot]
+        out[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+SelectFn = Callable[[list[int], int], list[int]]
+RANDOM_STRATEGIES: dict[str, SelectFn] = {"truncate": truncate_ids, "random": random_ids, "block": block_ids}
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,9 +73,7 @@ class TextTransform:
     """Picklable (for DataLoader workers) caption tokenizer with one reduction strategy."""
 
     def __init__(self, strategy: str, context_length: int):
-        if strategy not in STRATEGIES:
-            raise UserError(f"text strategy: unknown {strategy!r}, expected one of {', '.join(STRATEGIES)}")
-        check_length(context_length)
+        check_text(strategy, where="text", context_length=context_length)
         self.strategy = strategy
         self.context_length = context_length
         if strategy == "syntax":  # load now: a missing tagger fails early, and forked loader workers inherit it

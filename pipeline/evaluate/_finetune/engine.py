@@ -46,9 +46,9 @@ def ds_config(*, micro_batch: int, grad_accum_steps: int, world_size: int, zero_
     return cfg
 
 
-def init_engine(*, model: torch.nn.Module, param_groups: list[dict], lr: float, betas=(0.9, 0.999),
-                eps: float = 1e-8, micro_batch: int, grad_accum_steps: int, zero_stage: int,
-                precision: str = "fp32", grad_clip: float | None = None):
+def init_engine(*, model: torch.nn.Module, param_groups: list[dict], lr: float, betas: tuple[float, float],
+                eps: float, micro_batch: int, grad_accum_steps: int, zero_stage: int,
+                precision: str, grad_clip: float | None):
     """(engine, device): DeepSpeed's engine over `model` with AdamW on timm-style param groups (lr_scale kept)."""
     import deepspeed
 
@@ -60,7 +60,7 @@ def init_engine(*, model: torch.nn.Module, param_groups: list[dict], lr: float, 
     if cuda:
         torch.cuda.set_device(device)
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
-    optimizer = torch.optim.AdamW(param_groups, lr=lr, betas=betas, eps=eps)
+    optimizer = torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps)
     config = ds_config(micro_batch=micro_batch, grad_accum_steps=grad_accum_steps, world_size=world,
                        zero_stage=zero_stage, precision=precision, grad_clip=grad_clip)
     engine, _, _, _ = deepspeed.initialize(model=model.to(device), optimizer=optimizer, config=config)

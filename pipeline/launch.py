@@ -1,10 +1,12 @@
-"""`python -m pipeline.train.launch <pretrain|finetune> <stage args>`: run the stage under torchrun.
+"""How distributed stages start: `python -m pipeline <stage> ...` of a training stage (pretrain, finetune) or of
+a distributed evaluation (finetune_eval, supervised_baseline) re-runs itself under torchrun.
 
-One node: `torchrun --standalone --nproc_per_node=<stage.processes> -m pipeline <stage> <args>` (also
-for one process, so every run has the same environment). Several nodes (stage.resources.nodes > 1,
-inside a SLURM allocation): `srun` starts this launcher once per node; each copy reads its node rank
-(SLURM_NODEID), the node count (SLURM_NNODES) and the rendezvous host (first host of
-SLURM_JOB_NODELIST via `scontrol show hostnames`) and execs one torchrun for its node.
+One node: `torchrun --standalone --nproc_per_node=<processes> -m pipeline <stage> <args>` (also for one
+process, so every run has the same environment); processes come from the stage's config section. Several nodes
+(a training stage's resources.nodes > 1, inside a SLURM allocation): `srun` starts this launcher once per node;
+each copy reads its node rank (SLURM_NODEID), the node count (SLURM_NNODES) and the rendezvous host (first host
+of SLURM_JOB_NODELIST via `scontrol show hostnames`) and execs one torchrun for its node. Inside torchrun
+(LOCAL_RANK set) the stage itself runs.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import os
 import subprocess
 import sys
 
-from ..config import CONFIG_DIR, load_experiment
-from ..errors import UserError
+from .config import experiment_source
+from .errors import UserError
+
+TRAINING = ("pretrain", "finetune")
 
 NODE_FLAG = "CLIPFORGE_NODE_LAUNCH"  # set by the srun step: "this copy is the per-node launcher"
 
@@ -47,7 +51,7 @@ def srun_command(argv: list[str], *, nodes: int) -> list[str]:
     inside the Snakemake job step, which holds the first node's CPUs (a plain nested srun waits forever);
     --kill-on-bad-exit: one node failing stops all, so the retry resumes from the checkpoint."""
     return ["srun", "--overlap", "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
-            f"--export=ALL,{NODE_FLAG}=1", sys.executable, "-m", "pipeline.train.launch", *argv]
+            f"--export=ALL,{NODE_FLAG}=1", sys.executable, "-m", "pipeline", *argv]
 
 
 def allocation_env(env: dict) -> dict:
@@ -57,28 +61,42 @@ def allocation_env(env: dict) -> dict:
     return {k: v for k, v in env.items() if not k.startswith("SLURM_") or k in ("SLURM_JOB_ID", "SLURM_CONF")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def is_distributed(stage: str) -> bool:
+    """Whether `python -m pipeline <stage>` runs under torchrun."""
+    if stage in TRAINING:
+        return True
+    from .evaluate import evaluations
+
+    return any(e.name == stage and e.distributed for e in evaluations())
+
+
+def inside_launch() -> bool:
+    """True inside torchrun's worker processes (and so: run the stage itself)."""
+    return "LOCAL_RANK" in os.environ
+
+
+def processes_and_nodes(stage: str, experiment) -> tuple[int, int]:
+    if stage in TRAINING:
+        section = experiment.stage(stage)
+        return section.processes, section.resources.nodes
+    settings = getattr(experiment.evaluate, stage)
+    return (settings.processes if "processes" in settings else 1), 1
+
+
+def main(argv: list[str]) -> int:
+    """Exec torchrun (or srun, then torchrun per node) for `python -m pipeline <stage> <args>`."""
     peek = argparse.ArgumentParser(add_help=False)
-    peek.add_argument("stage", choices=["pretrain", "finetune"])
     peek.add_argument("--experiment", required=True)
-    peek.add_argument("--config-dir", default=CONFIG_DIR)
-    args, _ = peek.parse_known_args(argv)
-    stage = load_experiment(args.experiment, args.config_dir).stage(args.stage)
-    nodes = stage.resources.nodes
+    args, _ = peek.parse_known_args(argv[1:])
+    stage = argv[0]
+    processes, nodes = processes_and_nodes(stage, experiment_source(args.experiment)[0])
     if nodes > 1 and "SLURM_JOB_ID" not in os.environ:
-        raise UserError(f"{args.experiment}: {args.stage}.resources.nodes: {nodes} nodes need a SLURM allocation")
+        raise UserError(f"{args.experiment}: {stage}.resources.nodes: {nodes} nodes need a SLURM allocation")
     env = dict(os.environ)
     if nodes > 1 and env.get(NODE_FLAG) != "1":
         command, env = srun_command(argv, nodes=nodes), allocation_env(env)
     else:
-        command = torchrun_command(argv, processes=stage.processes, nodes=nodes, env=env)
+        command = torchrun_command(argv, processes=processes, nodes=nodes, env=env)
     print("launch:", " ".join(command), flush=True)
     os.execvpe(command[0], command, env)
     return 0  # not reached: exec replaced this process
-
-
-if __name__ == "__main__":
-    from ..errors import run_main
-
-    sys.exit(run_main(main))

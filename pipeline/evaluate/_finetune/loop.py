@@ -1,5 +1,6 @@
-"""Supervised fine-tuning loop shared by FT-CLIP and the ResNet-50 baseline: DeepSpeed engine, warmup +
-cosine lr, label smoothing or mixup/cutmix targets, timm ModelEmaV3, test accuracy of model and EMA per epoch.
+"""Supervised fine-tuning loop shared by FT-CLIP (finetune_eval) and the ResNet-50 baseline: DeepSpeed engine,
+warmup + cosine lr, label smoothing or mixup/cutmix targets, timm ModelEmaV3, test accuracy of model and EMA per
+epoch. Settings come from the evaluation's config section (the schema names and defaults every key).
 """
 from __future__ import annotations
 
@@ -7,34 +8,14 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ...errors import UserError
-from ..metrics import classification_metrics
+from .._metrics import classification_metrics
 from .engine import init_engine, set_lr
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int
-    batch_size: int            # global, all processes and accumulation steps together
-    grad_accum_steps: int
-    lr: float                  # peak lr (for the top layer under layer decay)
-    min_lr: float
-    warmup_epochs: float
-    label_smoothing: float
-    mixup: float               # mixup alpha, 0 = off
-    cutmix: float              # cutmix alpha, 0 = off
-    ema_decay: float | None    # None = no EMA
-    zero_stage: int
-    precision: str
-    grad_clip: float | None
-    workers: int
-    seed: int
 
 
 def lr_at(step: int, *, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -45,7 +26,7 @@ def lr_at(step: int, *, total: int, warmup: int, lr: float, min_lr: float) -> fl
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def _loss_and_mixup(s: TrainSettings, num_classes: int):
+def _loss_and_mixup(s, num_classes: int):
     from timm.data import Mixup
     from timm.loss import SoftTargetCrossEntropy
 
@@ -67,7 +48,7 @@ def evaluate(model, dataset, *, batch_size: int, workers: int, device) -> dict[s
     return classification_metrics(torch.cat(logits), torch.cat(labels))
 
 
-def _train_loader(dataset, s: TrainSettings, world: int, rank: int, micro: int):
+def _train_loader(dataset, s, world: int, rank: int, micro: int):
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=s.seed, drop_last=True)
     loader = DataLoader(dataset, batch_size=micro, sampler=sampler, num_workers=s.workers, drop_last=True)
     if len(loader) < s.grad_accum_steps:
@@ -96,8 +77,8 @@ def _epoch(engine, loader, criterion, mixup, ema, sched: dict, device) -> float:
 
 
 def train_classifier(*, model, param_groups: list[dict], train_set, test_set, num_classes: int,
-                     settings: TrainSettings, eval_batch_size: int) -> dict:
-    """Fine-tune; returns {'history': [...per epoch], 'final', 'final_ema', 'best_epoch', 'model', 'ema'}."""
+                     settings, eval_batch_size: int) -> dict:
+    """Fine-tune with `settings` (an evaluate.<evaluation> config section: epochs, batch_size, lr, ...); returns {'history': [...per epoch], 'final', 'final_ema', 'best_epoch', 'model', 'ema'}."""
     from timm.utils import ModelEmaV3
 
     s = settings
@@ -107,8 +88,8 @@ def train_classifier(*, model, param_groups: list[dict], train_set, test_set, nu
         raise UserError(f"batch_size: {s.batch_size} does not divide by processes x grad_accum_steps "
                         f"= {world * s.grad_accum_steps}")
     micro = s.batch_size // (world * s.grad_accum_steps)
-    engine, device = init_engine(model=model, param_groups=param_groups, lr=s.lr, micro_batch=micro,
-                                 grad_accum_steps=s.grad_accum_steps, zero_stage=s.zero_stage,
+    engine, device = init_engine(model=model, param_groups=param_groups, lr=s.lr, betas=s.betas, eps=s.eps,
+                                 micro_batch=micro, grad_accum_steps=s.grad_accum_steps, zero_stage=s.zero_stage,
                                  precision=s.precision, grad_clip=s.grad_clip)
     rank = dist.get_rank()
     sampler, loader = _train_loader(train_set, s, world, rank, micro)

@@ -44,3 +44,21 @@ def load_templates(name: str) -> list[str]:
         except (IndexError, KeyError, ValueError):
             raise UserError(f"{path}: templates: line {i} {template!r} has braces other than '{{c}}'") from None
     return templates
+
+
+FROM_DATA = "from_data"  # classnames value: use the prepared dataset's own class names (e.g. torchvision's)
+
+
+def prompts_for(dataset: str, config_dir, classes: list[str], stats_path) -> tuple[list[str], list[str]]:
+    """Class names and templates named by config/datasets/<dataset>.yaml, checked against the prepared data."""
+    from ..config import load_dataset
+
+    ds = load_dataset(dataset, config_dir)
+    if ds.classnames is None or ds.templates is None:
+        raise UserError(f"{config_dir}/datasets/{dataset}.yaml: classnames/templates: both are needed for zero-shot")
+    classnames = list(classes) if ds.classnames == FROM_DATA else load_classnames(ds.classnames)
+    templates = load_templates(ds.templates)
+    if len(classnames) != len(classes):
+        raise UserError(f"{stats_path}: classes: {len(classes)} classes, but class-name list {ds.classnames!r} "
+                        f"has {len(classnames)}")
+    return classnames, templates
