@@ -4,7 +4,7 @@ Part 1: the same 2,000-url list (Fashion-MNIST demo images upscaled to 128 px JP
 HTTP server is sharded by bare `img2dataset.download` and by our data stage (reader + img2dataset +
 tar verification + stats), alternately, `--rounds` times each. Ratio = bare time / our time (goal >= 0.95).
 Part 2: over the shards just written, single-threaded images/s of PIL decode alone, decode + the training
-augmentation (pipeline.data.loader.image_transform), and the full loader (build_train_loader, 0 workers).
+augmentation (pipeline.data.loader.train_transform), and the full loader (build_train_loader, 0 workers).
 Usage: NO_ALBUMENTATIONS_UPDATE=1 python benchmarks/bench_data.py [--urls 2000] [--rounds 2] [--processes 2]
 """
 from __future__ import annotations
@@ -87,7 +87,9 @@ def jpeg_samples(shards: list[Path]) -> list[bytes]:
 def decode_rates(jpegs: list[bytes], stats_path: Path, image_size: int) -> dict[str, float]:
     import torch
 
-    from pipeline.data.loader import build_train_loader, image_transform
+    from types import SimpleNamespace
+
+    from pipeline.data.loader import build_train_loader, train_transform
 
     torch.set_num_threads(1)
     rates = {}
@@ -95,12 +97,13 @@ def decode_rates(jpegs: list[bytes], stats_path: Path, image_size: int) -> dict[
     for b in jpegs:
         Image.open(io.BytesIO(b)).convert("RGB").load()
     rates["PIL decode"] = len(jpegs) / (time.perf_counter() - started)
-    transform = image_transform(image_size=image_size, scale=(0.9, 1.0), color_jitter=0.0)
+    augment = SimpleNamespace(scale=(0.9, 1.0), color_jitter=None, color_jitter_prob=0.0, gray_scale_prob=0.0)
+    transform = train_transform(image_size=image_size, augment=augment)
     started = time.perf_counter()
     for b in jpegs:
         transform(Image.open(io.BytesIO(b)).convert("RGB"))
     rates["decode + augment"] = len(jpegs) / (time.perf_counter() - started)
-    loader = build_train_loader(stats_path=stats_path, image_size=image_size, scale=(0.9, 1.0), color_jitter=0.0,
+    loader = build_train_loader(stats_path=stats_path, image_size=image_size, augment=augment,
                                 text_transform=lambda caps: torch.zeros(len(caps), 77, dtype=torch.long),
                                 batch_size=100, rank=0, world_size=1, seed=0, workers=0)
     started, seen = time.perf_counter(), 0

@@ -65,3 +65,11 @@ def write_experiment(config_dir: Path, name: str = "tiny", **stage) -> Path:
     path = config_dir / "experiments" / f"{name}.yaml"
     path.write_text(yaml.safe_dump(exp))
     return path
+
+
+def augment(**settings):
+    """A stage's validated `augment` section (schema defaults for the keys not given)."""
+    from pipeline.config import experiment_from_dict
+
+    raw = {"data": {"train": "tiny"}, "model": {"config": TINY_MODEL}, "pretrain": {"augment": settings}}
+    return experiment_from_dict(raw, "tiny", "test").pretrain.augment

@@ -54,7 +54,8 @@ def test_l16_i37_t8_recipe():
     assert (p.image_size, p.text_length, p.text_reduction) == (96, 8, "syntax")
     assert (p.batch_size, p.lr, p.warmup_steps) == (32768, 1.024e-3, 1563)
     assert (p.precision, p.grad_checkpointing, p.processes) == ("bf16", True, 8)
-    assert p.augment.scale == (0.4, 1.0) and p.augment.color_jitter > 0
+    assert p.augment.scale == (0.4, 1.0) and p.augment.color_jitter == (0.32, 0.32, 0.32, 0.08)
+    assert (p.augment.color_jitter_prob, p.augment.gray_scale_prob) == (0.8, 0.2)  # CLIPA's simclr_jitter_gray
     assert (f.text_length, f.batch_size, f.lr, f.warmup_steps) == (32, 7168, 2.24e-5, 3571)
 
 

@@ -6,14 +6,16 @@ import json
 import pytest
 import torch
 
-from _train_fixtures import write_shards
+from _train_fixtures import augment, write_shards
 from pipeline.data.loader import build_train_loader, read_stats
 from pipeline.errors import UserError
 from pipeline.reduction.text import build_text_transform
 
 
 def loader(stats, *, batch_size=4, rank=0, world_size=1, workers=0, seed=0):
-    return build_train_loader(stats_path=stats, image_size=12, scale=(0.5, 1.0), color_jitter=0.2,
+    return build_train_loader(stats_path=stats, image_size=12,
+                              augment=augment(scale=[0.5, 1.0], color_jitter=[0.2, 0.2, 0.2, 0.05],
+                                              color_jitter_prob=0.8, gray_scale_prob=0.2),
                               text_transform=build_text_transform("truncate", 10), batch_size=batch_size,
                               rank=rank, world_size=world_size, seed=seed, workers=workers)
 
@@ -92,7 +94,7 @@ def test_method_hooks_add_views_and_augmented_captions(stats):
     from pipeline.data.views import CaptionAugmenter, ViewMaker
 
     def hooked(workers):
-        return build_train_loader(stats_path=stats, image_size=12, scale=(0.5, 1.0), color_jitter=0,
+        return build_train_loader(stats_path=stats, image_size=12, augment=augment(scale=[0.5, 1.0]),
                                   text_transform=build_text_transform("truncate", 10), batch_size=4, rank=0,
                                   world_size=1, seed=0, workers=workers,
                                   view_maker=ViewMaker(views=2, image_size=12),
@@ -106,7 +108,7 @@ def test_method_hooks_add_views_and_augmented_captions(stats):
 
 def test_resampled_shards_resume_exactly_and_ranks_read_their_own_shards(stats):
     def resampled(rank=0, workers=2):
-        return build_train_loader(stats_path=stats, image_size=12, scale=(0.5, 1.0), color_jitter=0,
+        return build_train_loader(stats_path=stats, image_size=12, augment=augment(scale=[0.5, 1.0]),
                                   text_transform=build_text_transform("truncate", 10), batch_size=4, rank=rank,
                                   world_size=2, seed=0, workers=workers, resampled=True)
 

@@ -41,7 +41,9 @@ def run(command):
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     stats = write_shards(root / "data" / "tiny", shards=3, per_shard=16)
-    exp = write_experiment(root / "config", epochs=5, checkpoint_every=3, augment={"color_jitter": 0.3})
+    exp = write_experiment(root / "config", epochs=5, checkpoint_every=3, augment={"color_jitter": [0.24, 0.24, 0.24, 0.06],
+                                                                          "color_jitter_prob": 0.8,
+                                                                          "gray_scale_prob": 0.2})
     return root, exp, stats
 
 

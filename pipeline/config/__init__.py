@@ -57,6 +57,10 @@ def _check_stage(stage: Section, key: str, source: str) -> None:
         raise ConfigError(
             f"{source}: {key}.batch_size: {stage.batch_size} does not divide by processes x nodes x "
             f"grad_accum_steps = {per_step}")
+    aug = stage.augment
+    if aug.color_jitter_prob > 0 and aug.color_jitter is None:
+        raise ConfigError(f"{source}: {key}.augment.color_jitter: required when color_jitter_prob is "
+                          f"{aug.color_jitter_prob:g} (four numbers: brightness, contrast, saturation, hue)")
     try:
         check_image(stage.image_reduction, where=f"{source}: {key}")
         check_text(stage.text_reduction, where=f"{source}: {key}", context_length=stage.text_length)

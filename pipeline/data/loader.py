@@ -34,14 +34,11 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision import transforms
 from webdataset import tariterators
 
 from ..errors import UserError
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip.constants.OPENAI_DATASET_MEAN
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def read_stats(path: str | Path) -> tuple[list[Path], int]:
@@ -76,15 +73,18 @@ def read_stats_counts(path: str | Path) -> tuple[list[Path], int, list[int]]:
     return shards, samples, counts
 
 
-def image_transform(*, image_size: int, scale: tuple[float, float], color_jitter: float) -> Callable:
-    """CLIP's train transform: random resized crop, optional colour jitter, CLIP normalisation."""
-    steps = [transforms.RandomResizedCrop(image_size, scale=tuple(scale),
-                                          interpolation=transforms.InterpolationMode.BICUBIC)]
-    if color_jitter > 0:
-        s = color_jitter
-        steps.append(transforms.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5)))
-    steps += [transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)]
-    return transforms.Compose(steps)
+def train_transform(*, image_size: int, augment) -> Callable:
+    """open_clip's own train transform (image_transform + AugmentationCfg) for a stage's `augment` settings:
+    RandomResizedCrop (bicubic), colour jitter with a probability, grayscale with a probability, CLIP mean/std."""
+    from open_clip.transform import AugmentationCfg, image_transform
+
+    cfg = AugmentationCfg(scale=tuple(augment.scale),
+                          color_jitter=tuple(augment.color_jitter) if augment.color_jitter else None,
+                          color_jitter_prob=augment.color_jitter_prob or None,
+                          gray_scale_prob=augment.gray_scale_prob or None)
+    with warnings.catch_warnings():  # open_clip lists the jitter/gray keys as "unused" while it applies them
+        warnings.filterwarnings("ignore", message="Unused augmentation cfg items")
+        return image_transform(image_size, is_train=True, aug_cfg=cfg)
 
 
 def _mix(*numbers: int) -> int:
@@ -266,12 +266,13 @@ class TrainLoader:
         return iter(loader)
 
 
-def build_train_loader(*, stats_path: str | Path, image_size: int, scale: tuple[float, float],
-                       color_jitter: float, text_transform: Callable, batch_size: int, rank: int,
+def build_train_loader(*, stats_path: str | Path, image_size: int, augment, text_transform: Callable,
+                       batch_size: int, rank: int,
                        world_size: int, seed: int, workers: int, view_maker: Callable | None = None,
                        caption_augmenter: Callable | None = None, resampled: bool = False,
                        pin_memory: bool = False) -> TrainLoader:
-    """A rank's loader; batch_size is per rank and per micro-batch. view_maker (PIL image ->
+    """A rank's loader; batch_size is per rank and per micro-batch; augment is a stage's `augment` section
+    (scale, color_jitter, color_jitter_prob, gray_scale_prob). view_maker (PIL image ->
     [V, 3, H, W]) adds batch["views"]; caption_augmenter (captions -> captions) adds batch["text_aug"]
     (see pipeline.data.views for both)."""
     shards, samples, counts = read_stats_counts(stats_path)
@@ -280,8 +281,7 @@ def build_train_loader(*, stats_path: str | Path, image_size: int, scale: tuple[
                         f"({batch_size * world_size})")
     dataset = ShardStream(shards=shards, samples=samples, batch_size=batch_size, rank=rank,
                           world_size=world_size, seed=seed, text_transform=text_transform,
-                          image_transform=image_transform(image_size=image_size, scale=scale,
-                                                          color_jitter=color_jitter),
+                          image_transform=train_transform(image_size=image_size, augment=augment),
                           view_maker=view_maker, caption_augmenter=caption_augmenter, resampled=resampled,
                           shard_counts=counts)
     return TrainLoader(dataset, workers=workers, pin_memory=pin_memory)

@@ -1,6 +1,6 @@
 """Loss terms shared by the methods. Global terms gather across ranks with gradients.
 
-Every global term follows clip.py's "local rows x gathered columns" form: rank r scores its own m
+Every global term follows open_clip's ClipLoss(local_loss=True, gather_with_grad=True) form: rank r scores its own m
 rows against all N = world x m columns, targets are the columns r*m ... r*m+m-1, and the loss is the
 mean over local rows. With DDP's gradient averaging this equals the single-process loss on the global
 batch (tests/test_methods.py checks 2 processes against 1).
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from open_clip.loss import ClipLoss
 
 from ..distributed import gather_with_grad, world
-from .clip import clip_logits
 
 
 def _targets(rows: int, device: torch.device) -> torch.Tensor:
@@ -26,8 +26,12 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLIP's symmetric InfoNCE on L2-normalised embeddings (clip.py's logits); (loss, i->t acc)."""
-    logits_image, logits_text, labels = clip_logits(image, text, logit_scale)
+    """CLIP's symmetric InfoNCE on L2-normalised embeddings, with open_clip's ClipLoss logits and targets
+    (local rows x gathered columns, gathers with gradients); the cross-entropies in fp32. (loss, i->t acc)."""
+    rank, world_size = world()
+    loss_fn = ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world_size)
+    logits_image, logits_text = loss_fn.get_logits(image, text, logit_scale)
+    labels = loss_fn.get_ground_truth(image.device, logits_image.shape[0])
     loss = (F.cross_entropy(logits_image.float(), labels) + F.cross_entropy(logits_text.float(), labels)) / 2
     return loss, _accuracy(logits_image, labels)
 

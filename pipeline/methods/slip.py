@@ -9,18 +9,8 @@ import torch
 
 from . import register
 from ._losses import clip_loss
+from .clip import model_features
 from .simclr import SimCLRTerm
-
-
-def clip_term(model: torch.nn.Module, image: torch.Tensor, text: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(CLIP loss, accuracy, logit scale) through the model's own forward (normalised features)."""
-    out = model(image, text)
-    if isinstance(out, dict):
-        out = (out["image_features"], out["text_features"], out["logit_scale"])
-    image_features, text_features, logit_scale = out[:3]
-    loss, acc = clip_loss(image_features, text_features, logit_scale)
-    return loss, acc, logit_scale
 
 
 @register("slip")
@@ -30,7 +20,8 @@ class SLIP(SimCLRTerm):
         self.ssl_scale = float(self.options["ssl_scale"])
 
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        clip, clip_acc, logit_scale = clip_term(model, batch["image"], batch["text"])
+        image_features, text_features, logit_scale = model_features(model, batch["image"], batch["text"])
+        clip, clip_acc = clip_loss(image_features, text_features, logit_scale)
         ssl, ssl_acc = self.ssl_term(model, batch)
         return {"loss": clip + self.ssl_scale * ssl, "clip_loss": clip.detach(), "ssl_loss": ssl.detach(),
                 "acc_image_to_text": clip_acc, "ssl_acc": ssl_acc, "logit_scale": logit_scale.detach()}

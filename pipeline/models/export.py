@@ -15,18 +15,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
 from ..utils.io import torch_save, write_json
 from .factory import image_size_of, load_checkpoint
 
 WEIGHTS = "open_clip_pytorch_model.bin"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip.constants.OPENAI_DATASET_MEAN
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def export_open_clip(*, model: dict, model_config: dict, folder: str | Path, name: str) -> Path:
     """Write the open_clip form of (state dict, model config) into `folder`; returns the weights path."""
     folder = Path(folder)
-    preprocess = {"size": image_size_of(model_config), "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+    preprocess = {"size": image_size_of(model_config), "mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD),
                   "interpolation": "bicubic", "resize_mode": "shortest"}
     write_json(folder / f"{name}.json", model_config)
     write_json(folder / "open_clip_config.json", {"model_cfg": model_config, "preprocess_cfg": preprocess})

@@ -195,8 +195,8 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
     model.to(device)
     method.to(device)
     loader = build_train_loader(
-        stats_path=train_data, image_size=image_size_of(model_config), scale=stage.augment.scale,
-        color_jitter=stage.augment.color_jitter, seed=stage.seed, workers=stage.workers,
+        stats_path=train_data, image_size=image_size_of(model_config), augment=stage.augment,
+        seed=stage.seed, workers=stage.workers,
         resampled=stage.resampled_shards,
         text_transform=build_text_transform(stage.text_reduction, context_length_of(model_config)),
         batch_size=stage.batch_size // (world_size * stage.grad_accum_steps), rank=rank, world_size=world_size,
