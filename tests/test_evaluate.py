@@ -21,7 +21,18 @@ TARGETS = torch.tensor([0, 1, 1, 2])
 def test_topk_accuracy_hand_checked():
     assert topk_accuracy(LOGITS, TARGETS, 1) == pytest.approx(3 / 4)   # s1 predicts 2, wrong
     assert topk_accuracy(LOGITS, TARGETS, 2) == pytest.approx(4 / 4)   # s1's 2nd choice is 1
-    assert topk_accuracy(LOGITS[:, :2], torch.tensor([0, 0, 0, 1]), 5) == 1.0  # k capped at the class count
+
+
+
+def test_top5_with_fewer_than_5_classes_is_absent_not_capped(tmp_path):
+    """3 classes: every sample is "in the top 5", so acc5 is undefined: reported as null, never 1.0."""
+    assert topk_accuracy(LOGITS, TARGETS, 3) == 1.0 and topk_accuracy(LOGITS, TARGETS, 5) is None
+    metrics = classification_metrics(LOGITS, TARGETS)
+    assert metrics["acc5"] is None and metrics["acc1"] == pytest.approx(3 / 4)
+    from pipeline.evaluate._records import result_record
+
+    record = result_record(dataset="d", model="m", pretrained="p", task="t", metrics=metrics, checkpoint="c")
+    assert json.loads(json.dumps(record))["metrics"]["acc5"] is None
 
 
 def test_mean_per_class_recall_hand_checked():
@@ -30,7 +41,7 @@ def test_mean_per_class_recall_hand_checked():
     # a class absent from the targets does not count: only class 1 present, recall 1/2
     assert mean_per_class_recall(LOGITS[1:3], TARGETS[1:3]) == pytest.approx(0.5)
     metrics = classification_metrics(LOGITS, TARGETS)
-    assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"} and metrics["acc5"] == 1.0
+    assert set(metrics) == {"acc1", "acc5", "mean_per_class_recall"} and metrics["acc5"] is None  # 3 classes
 
 
 def test_shipped_lists():

@@ -1,12 +1,17 @@
-"""Classification metrics with CLIP_benchmark's meanings (acc@k over samples; recall averaged over classes)."""
+"""Classification metrics with CLIP_benchmark's meanings (acc@k over samples; recall averaged over classes).
+
+acc@k is undefined with fewer than k classes (every sample would count as a hit): it is then reported as
+absent (None in Python, null in the result JSON), never capped at 1.
+"""
 from __future__ import annotations
 
 import torch
 
 
-def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float:
-    """Fraction of samples whose target is among the k highest logits (k is capped at the class count)."""
-    k = min(k, logits.shape[1])
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> float | None:
+    """Fraction of samples whose target is among the k highest logits; None with fewer than k classes."""
+    if logits.shape[1] < k:
+        return None
     top = logits.topk(k, dim=1).indices
     return (top == targets[:, None]).any(dim=1).double().mean().item()
 

@@ -7,7 +7,8 @@ from ..utils.io import write_json
 def result_record(*, dataset: str, model: str, pretrained: str, task: str, metrics: dict,
                   checkpoint: str) -> dict:
     return {"dataset": dataset, "model": model, "pretrained": str(pretrained), "task": task,
-            "metrics": {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()},
+            # None = undefined for this dataset (e.g. acc5 with fewer than 5 classes): written as null
+            "metrics": {k: v if v is None or isinstance(v, int) else float(v) for k, v in metrics.items()},
             "language": "en", "checkpoint": checkpoint}
 
 
