@@ -13,6 +13,7 @@ import torch
 
 from ..errors import UserError
 from . import Context, Evaluation, register
+from ._split import split_train_val
 
 
 def _fit(x, y, c: float, max_iter: int, seed: int):
@@ -33,21 +34,6 @@ def _full_logits(clf, x: np.ndarray, num_classes: int) -> torch.Tensor:
     full = np.full((len(x), num_classes), -np.inf)
     full[:, clf.classes_] = scores
     return torch.from_numpy(full)
-
-
-def split_train_val(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays (train, val); stratified when every class has at least two samples."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    n_val = max(1, int(round(val_fraction * len(y))))
-    if n_val >= len(y) or (stratify is not None and n_val < len(np.unique(y))):
-        stratify = None
-    if n_val >= len(y):
-        raise UserError(f"linear probe: {len(y)} training samples are too few to carve a validation split")
-    return train_test_split(idx, test_size=n_val, random_state=seed, stratify=stratify)
 
 
 def linear_probe(*, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,

@@ -1,12 +1,17 @@
-"""Supervised baseline of the fine-tuning comparison: torchvision ResNet-50 with a new head at head_lr_scale x
+"""Supervised baseline of the fine-tuning post: torchvision ResNet-50 with a new xavier head at head_lr_scale x
 the lr, trained by the same loop as finetune_eval (DeepSpeed, warmup + cosine, optional EMA).
 
-Weights come from a local file when given (e.g. torchvision's IMAGENET1K_V2 saved state_dict); otherwise
-the network starts from random init, and the result and the table say so. It evaluates no CLIP
+Weights come from a local file when given: torchvision's own files are recognised by the hash in their name
+(resnet50-11ad3fa6.pth = IMAGENET1K_V2, resnet50-0676ba61.pth = IMAGENET1K_V1, checked against the file's
+SHA-256 as torch.hub does) and the row says which; the preprocessing is always the weights' own
+(`ResNet50_Weights.<name>.transforms()`: IMAGENET1K_V2 resizes to 232 and crops 224, bilinear, ImageNet
+mean/std), also for training unless `augment` (the post trained on the pre-training preprocessing). Without a
+file the network starts from random init, with V2's preprocessing, and the table says so. It evaluates no CLIP
 checkpoint: its results live at results/<experiment>/eval/supervised_baseline/<dataset>.json.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -15,9 +20,21 @@ from torch import nn
 from ..errors import UserError
 from . import Context, Evaluation, register
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ROW = "resnet50"
+
+
+def torchvision_weights(path: Path | None):
+    """The ResNet50_Weights member a local file is (its SHA-256 starts with the hash in that member's url), or
+    None for a file of another origin. Hashes the file once (100 MB)."""
+    from torchvision.models import ResNet50_Weights
+
+    if path is None:
+        return None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    for member in ResNet50_Weights:
+        if digest.startswith(member.url.rsplit("-", 1)[1].split(".")[0]):
+            return member
+    return None
 
 
 def resnet50_classifier(*, num_classes: int, weights: str | None, seed: int) -> nn.Module:
@@ -28,7 +45,7 @@ def resnet50_classifier(*, num_classes: int, weights: str | None, seed: int) -> 
     if weights:
         path = Path(weights)
         if not path.is_file():
-            raise UserError(f"{path}: ResNet-50 weights not found (field weights)")
+            raise UserError(f"{path}: ResNet-50 weights not found (evaluate.supervised_baseline.weights)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -53,38 +70,58 @@ def head_lr_groups(model: nn.Module, *, weight_decay: float, head_lr_scale: floa
             for (head, decay), ps in groups.items() if ps]
 
 
-def eval_transform_imagenet(image_size: int):
-    """The ResNet's own preprocessing: resize to 256/224 of the size, center crop, ImageNet mean/std."""
-    from torchvision import transforms as T
+def preprocessing(member, image_size: int):
+    """The weights' own eval transform at image_size (resize scaled like theirs: 232/224 for V2, 256/224 for V1)."""
+    from torchvision.models import ResNet50_Weights
 
-    return T.Compose([T.Resize(int(round(image_size * 256 / 224)), interpolation=T.InterpolationMode.BILINEAR),
-                      T.CenterCrop(image_size), T.Lambda(lambda im: im.convert("RGB")), T.ToTensor(),
-                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    member = member or ResNet50_Weights.IMAGENET1K_V2
+    preset = member.transforms()
+    resize = int(round(image_size * preset.resize_size[0] / preset.crop_size[0]))
+    return member.transforms(crop_size=image_size, resize_size=resize)
+
+
+def _datasets(ctx: Context, member):
+    from ._datasets import classification_dataset
+    from ._finetune.transforms import train_transform
+    from .finetune_eval import holdout
+
+    s = ctx.settings
+    test_tf = preprocessing(member, s.image_size)
+    train_tf = (train_transform(image_size=s.image_size, randaugment="rand-m9-mstd0.5-inc1-mmax9", reprob=0.25,
+                                crop_min=0.08, hflip=0.5, mean_std="imagenet") if s.augment else test_tf)
+    full, classes = classification_dataset(ctx.inputs["train"], transform=train_tf)
+    test_set, test_classes = classification_dataset(ctx.inputs["test"], transform=test_tf)
+    if classes != test_classes:
+        raise UserError(f"{ctx.inputs['test']}: classes: differ from {ctx.inputs['train']}'s (same label space needed)")
+    train_set, val_set, _ = holdout(full, test_tf, val_fraction=s.val_fraction, seed=s.seed)
+    return train_set, val_set, test_set, classes
 
 
 def run(ctx: Context) -> None:
-    from ._datasets import classification_dataset
+    from ._finetune.engine import make_optimizer
     from ._finetune.loop import train_classifier
     from ._records import write_result
-    from .finetune_eval import summary_metrics, train_transform
+    from .finetune_eval import resume_dir, summary_metrics
 
     s = ctx.settings
-    aug = dict(randaugment="rand-m9-mstd0.5-inc1-mmax9", reprob=0.25) if s.augment else dict(randaugment=None, reprob=0)
-    train_set, classes = classification_dataset(ctx.inputs["train"], transform=train_transform(
-        image_size=s.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, **aug))
-    test_set, test_classes = classification_dataset(ctx.inputs["test"], transform=eval_transform_imagenet(s.image_size))
-    if classes != test_classes:
-        raise UserError(f"{ctx.inputs['test']}: classes: differ from {ctx.inputs['train']}'s (same label space needed)")
+    member = torchvision_weights(Path(s.weights)) if s.weights and Path(s.weights).is_file() else None
+    train_set, val_set, test_set, classes = _datasets(ctx, member)
     model = resnet50_classifier(num_classes=len(classes), weights=s.weights, seed=s.seed)
     groups = head_lr_groups(model, weight_decay=s.weight_decay, head_lr_scale=s.head_lr_scale)
-    out = train_classifier(model=model, param_groups=groups, train_set=train_set, test_set=test_set,
-                           num_classes=len(classes), settings=s, eval_batch_size=ctx.experiment.evaluate.batch_size)
+    optimizer = make_optimizer("adamw", groups, lr=s.lr, betas=s.betas, eps=s.eps, momentum=0.0)
+    out = train_classifier(model=model, optimizer=optimizer, train_set=train_set, val_set=val_set, test_set=test_set,
+                           num_classes=len(classes), settings=s, eval_batch_size=ctx.experiment.evaluate.batch_size,
+                           resume_dir=resume_dir(ctx))
     if out["rank"] != 0:
         return
+    origin = "random init" if not s.weights else f"{member.name if member else 'weights file'}: {s.weights}"
     write_result(ctx, task=EVALUATION.task, metrics=summary_metrics(out), model=ctx.experiment.name,
-                 pretrained=s.weights or "random init", checkpoint=ROW, history=out["history"])
-    print(f"supervised_baseline {ctx.dataset}: acc1={out['final']['acc1']:.4f} "
-          f"({'weights ' + s.weights if s.weights else 'random init'})")
+                 pretrained="random init" if not s.weights else s.weights, checkpoint=ROW, history=out["history"],
+                 weights=origin)
+    from ._finetune import resume
+
+    resume.clear(resume_dir(ctx))
+    print(f"supervised_baseline {ctx.dataset}: acc1={out['final']['acc1']:.4f} ({origin})")
 
 
 EVALUATION = register(Evaluation(

@@ -1,16 +1,27 @@
-"""DeepSpeed engine around a classifier with a torch AdamW client optimizer (no fused_adam build).
+"""DeepSpeed engine around a classifier with a torch client optimizer (AdamW, or SGD for linear probes).
+
+Precision: bf16 / fp16 run through DeepSpeed's `torch_autocast` section on every device. The module's own
+parameters stay fp32 and are the master weights; DeepSpeed runs the forward under torch.autocast and, for fp16,
+scales the loss with torch's GradScaler (its ZeRO 0 and ZeRO 1/2 paths both do). So the EMA, the per-epoch
+evaluation, the saved model and WiSE-FT all read fp32 weights, and the same code learns on a CPU (bf16 and fp16
+autocast both exist there) as on a GPU. DeepSpeed's own `bf16` / `fp16` sections would cast the module itself
+to 16 bits (FT-CLIP's fp16 run did, LayerNorm included); that is the one precision difference to FT-CLIP
+(docs/evaluation.md).
 
 DeepSpeed needs RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT even for one process (otherwise it
 looks for MPI); torchrun sets them, a plain `python -m pipeline ...` gets single-process defaults here.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
 import torch
 
 from ...errors import UserError
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _free_port() -> int:
@@ -39,32 +50,54 @@ def ds_config(*, micro_batch: int, grad_accum_steps: int, world_size: int, zero_
                         f"the EMA copy and the per-epoch evaluation read)")
     cfg = {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": grad_accum_steps,
            "train_batch_size": micro_batch * grad_accum_steps * world_size,
-           "zero_optimization": {"stage": zero_stage}, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False,
-           "bf16": {"enabled": precision == "bf16"}, "fp16": {"enabled": precision == "fp16"}}
+           "zero_optimization": {"stage": zero_stage}, "steps_per_print": 10 ** 9, "wall_clock_breakdown": False}
+    if precision in AUTOCAST:
+        cfg["torch_autocast"] = {"enabled": True, "dtype": str(AUTOCAST[precision]).removeprefix("torch.")}
+    elif precision != "fp32":
+        raise UserError(f"precision: {precision!r} (fp32, bf16, fp16)")
     if grad_clip:
         cfg["gradient_clipping"] = grad_clip
     return cfg
 
 
-def init_engine(*, model: torch.nn.Module, param_groups: list[dict], lr: float, betas: tuple[float, float],
-                eps: float, micro_batch: int, grad_accum_steps: int, zero_stage: int,
+def make_optimizer(name: str, param_groups: list[dict], *, lr: float, betas, eps: float, momentum: float):
+    """torch's AdamW (FT-CLIP / BEiT / WiSE-FT) or SGD with momentum (MoCo v3 / SLIP linear classification)."""
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps)
+    if name == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=momentum)
+    raise ValueError(f"optimizer: {name!r} (adamw, sgd)")
+
+
+def init_engine(*, model: torch.nn.Module, optimizer, micro_batch: int, grad_accum_steps: int, zero_stage: int,
                 precision: str, grad_clip: float | None):
-    """(engine, device): DeepSpeed's engine over `model` with AdamW on timm-style param groups (lr_scale kept)."""
+    """(engine, device): DeepSpeed's engine over `model` and a torch client optimizer (lr_scale kept per group)."""
     import deepspeed
 
-    rank, world, local_rank = ensure_dist_env()
+    _, world, local_rank = ensure_dist_env()
     cuda = torch.cuda.is_available()
-    if precision != "fp32" and not cuda:
-        raise UserError(f"precision: {precision} needs a GPU; use fp32 on CPU")
     device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
-    optimizer = torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps)
     config = ds_config(micro_batch=micro_batch, grad_accum_steps=grad_accum_steps, world_size=world,
                        zero_stage=zero_stage, precision=precision, grad_clip=grad_clip)
     engine, _, _, _ = deepspeed.initialize(model=model.to(device), optimizer=optimizer, config=config)
     return engine, device
+
+
+def autocast(precision: str, device: torch.device):
+    """The evaluation-time counterpart of the engine's torch_autocast (FT-CLIP evaluates under autocast too)."""
+    if precision not in AUTOCAST:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST[precision])
+
+
+def grad_scaler(engine):
+    """DeepSpeed's GradScaler of an fp16 torch_autocast engine (ZeRO 0 keeps it on the engine, ZeRO 1/2 on the
+    optimizer), or None: its state is part of an exact resume."""
+    return (getattr(engine, "torch_autocast_z0_gradscaler", None)
+            or getattr(engine.optimizer, "torch_autocast_gradscaler", None))
 
 
 def set_lr(engine, lr: float) -> None:
