@@ -95,6 +95,15 @@ class WorkflowConfig:
         exp = self.experiment(name)
         return [c for c in CHECKPOINTS if exp.stage(c).enabled]
 
+    def eval_rows(self, name: str) -> list[str]:
+        """Rows the evaluations run on: the enabled stages, then the files named in evaluate.checkpoints."""
+        return self.checkpoints(name) + [c.name for c in self.experiment(name).evaluate.checkpoints]
+
+    def checkpoint_file(self, name: str, row: str) -> str:
+        """A row's checkpoint: results/<name>/<stage>/final.pt, or the evaluate.checkpoints entry's own path."""
+        files = {c.name: c.path for c in self.experiment(name).evaluate.checkpoints}
+        return files[row] if row in files else path("checkpoint", name=name, stage=row)
+
     def _gpus(self, count: int) -> str:
         return f"--gpus-per-node={self.gpu_type + ':' if self.gpu_type else ''}{count}"
 
@@ -168,7 +177,7 @@ class WorkflowConfig:
         """Input function of an evaluation's rule: the checkpoint (if it evaluates one) + what it declares."""
         def inputs(w) -> dict[str, str]:
             ev, entry = self._entry(w.name, evaluation, w.dataset)
-            out = {"checkpoint": path("checkpoint", name=w.name, stage=w.ckpt)} if ev.per_checkpoint else {}
+            out = {"checkpoint": self.checkpoint_file(w.name, w.ckpt)} if ev.per_checkpoint else {}
             for key, (kind, *ref) in ev.inputs(entry).items():
                 if kind == "stats":
                     out[key] = path("stats", dataset=ref[0])
@@ -204,7 +213,7 @@ class WorkflowConfig:
 
         exp, registered = self.experiment(name), sorted(evaluations(), key=lambda e: (e.order, e.name))
         out = []
-        for ckpt in self.checkpoints(name):
+        for ckpt in self.eval_rows(name):
             for ev in (e for e in registered if e.per_checkpoint):
                 result = fill(self.eval_outputs(ev.name)["result"], name=name, ckpt=ckpt)
                 out += [fill(result, dataset=ev.dataset_name(d)) for d in getattr(exp.evaluate, ev.name).datasets]

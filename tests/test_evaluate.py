@@ -127,7 +127,7 @@ def test_dataset_errors(tmp_path):
     with pytest.raises(UserError, match="00000.png: unreadable image"):
         [dataset[i] for i in range(len(dataset))]
     (tmp_path / "d" / "images" / "007").mkdir()
-    with pytest.raises(UserError, match="007: folder is not a label"):
+    with pytest.raises(UserError, match="007: folder is neither a label"):
         classification_dataset(stats, 16)
 
 

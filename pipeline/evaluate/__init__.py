@@ -41,11 +41,19 @@ class Evaluation:
     # | ("file", path)}; the workflow turns these into paths
     inputs: Callable[[Any], dict[str, tuple]]
     outputs: dict[str, str] = field(default_factory=lambda: {"result": "json"})   # output name -> extension
-    columns: tuple[tuple[str, str], ...] = ()          # table columns (label, metric); the first is the headline
-    published: str | None = None                         # key of these numbers in the experiment's `published`
+    # table columns (label, metric[, key of its numbers in `published`]); the first is the headline
+    columns: tuple[tuple[str, ...], ...] = ()
+    published: str | None = None                         # `published` key of the headline column
     per_checkpoint: bool = True                          # False: trains its own model (no CLIP checkpoint)
     distributed: bool = False                            # runs under torchrun (settings.processes processes)
     order: int = 100                                     # where its columns go in tables (lower = further left)
+
+    def published_metrics(self) -> dict[str, str]:
+        """{key in the experiment's `published`: metric it stands beside}: the headline's key, then the keys
+        further columns name (e.g. finetune_eval's last-epoch and best-epoch numbers)."""
+        out = {self.published: self.columns[0][1]} if self.published and self.columns else {}
+        out.update({col[2]: col[1] for col in self.columns[1:] if len(col) > 2 and col[2]})
+        return out
 
     def dataset_name(self, entry) -> str:
         """The name results use for one entry of `evaluate.<name>.datasets`."""

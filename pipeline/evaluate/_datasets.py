@@ -1,8 +1,9 @@
 """Labelled evaluation sets described by data/NAME/stats.json, and the eval-time image transform.
 
 Contract: a classification stats.json names an ImageFolder under data/NAME/<root> whose folders are the
-labels written as `<label:03d>`; labels come from the folder name itself, so a class with no images
-never shifts the others.
+labels, written as `<label:03d>` (the exported sets) or as the class name itself at that label's position in
+stats.json's `classes` (the imagefolder reader links an existing tree, e.g. ImageNet's wnid folders). Labels come
+from the folder name, so a class with no images never shifts the others.
 """
 from __future__ import annotations
 
@@ -42,19 +43,25 @@ def _checked_loader(path: str):
 
 
 class LabelFolder(ImageFolder):
-    """ImageFolder whose label is the integer folder name (000, 001, ...), not its rank among folders."""
+    """ImageFolder whose label is read from the folder name (000, 001, ... or the class name), not its rank
+    among the folders present."""
 
     def __init__(self, root: str, classes: list[str], transform=None):
         self._names = list(classes)
         super().__init__(root, transform=transform, loader=_checked_loader, allow_empty=True)
 
     def find_classes(self, directory):
-        folders = sorted(p.name for p in Path(directory).iterdir() if p.is_dir())
+        folders = sorted(p.name for p in Path(directory).iterdir() if p.is_dir() and not p.name.startswith("."))
+        by_name = {name: i for i, name in enumerate(self._names)}
         mapping = {}
         for name in folders:
-            if not name.isdigit() or int(name) >= len(self._names):
-                raise UserError(f"{directory}/{name}: folder is not a label 000..{len(self._names) - 1:03d}")
-            mapping[name] = int(name)
+            if name in by_name:
+                mapping[name] = by_name[name]
+            elif name.isdigit() and int(name) < len(self._names):
+                mapping[name] = int(name)
+            else:
+                raise UserError(f"{directory}/{name}: folder is neither a label 000..{len(self._names) - 1:03d} "
+                                f"nor one of the {len(self._names)} class names of stats.json")
         return self._names, mapping
 
 

@@ -143,5 +143,6 @@ EVALUATION = register(Evaluation(
     name="finetune_eval", order=30, task="finetune_classification", run=run,
     inputs=lambda pair: {"train": ("stats", pair.train), "test": ("stats", pair.test)},
     outputs={"result": "json", "model": "pt"}, distributed=True,
-    columns=(("fine-tuned", "acc1"), ("fine-tuned EMA", "ema_acc1"), ("fine-tuned, best epoch†", "best_acc1"),
-             ("fine-tuned EMA, best epoch†", "best_ema_acc1")), published="finetune"))
+    columns=(("fine-tuned, last epoch", "acc1"), ("fine-tuned EMA, last epoch", "ema_acc1", "finetune_ema"),
+             ("fine-tuned, best epoch†", "best_acc1", "finetune_best"),
+             ("fine-tuned EMA, best epoch†", "best_ema_acc1", "finetune_ema_best")), published="finetune"))

@@ -63,12 +63,12 @@ def linear_probe(*, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
 
 
 def run(ctx: Context) -> None:
-    from ..models import load_model
+    from ._external import load_evaluated
     from ._features import cached_features, eval_device
     from ._records import write_result
 
     s, ev = ctx.settings, ctx.experiment.evaluate
-    loaded = load_model(ctx.checkpoint)
+    loaded = load_evaluated(ctx)
     start = time.time()
     common = dict(model=loaded.model, model_config=loaded.model_config, checkpoint=ctx.checkpoint,
                   cache_dir=ctx.cache_dir, batch_size=ev.batch_size, workers=ev.workers, device=eval_device())

@@ -81,14 +81,15 @@ def text_embeddings(model, tokenizer, captions: list[str], batch_size: int, devi
 
 
 def run(ctx: Context) -> None:
-    from ..models import context_length_of, image_size_of, load_model, tokenizer
+    from ..models import context_length_of, image_size_of, tokenizer
+    from ._external import load_evaluated
     from ._datasets import eval_transform
     from ._features import eval_device, image_features
     from ._records import write_result
 
     entry, ev, device = ctx.entry, ctx.experiment.evaluate, eval_device()
     items = read_captions(ctx.inputs["annotations"], entry.split or None)
-    loaded = load_model(ctx.checkpoint)
+    loaded = load_evaluated(ctx)
     model = loaded.model.to(device).eval()
     start = time.time()
     images = ImageList(entry.images_root, [img for img, _ in items], eval_transform(image_size_of(loaded.model_config)))

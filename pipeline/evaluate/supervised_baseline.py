@@ -128,4 +128,6 @@ EVALUATION = register(Evaluation(
     name="supervised_baseline", order=30, task="finetune_classification", run=run,
     inputs=lambda pair: {"train": ("stats", pair.train), "test": ("stats", pair.test)},
     per_checkpoint=False, distributed=True,
-    columns=(("fine-tuned", "acc1"), ("fine-tuned EMA", "ema_acc1")), published="finetune"))
+    columns=(("fine-tuned, last epoch", "acc1"), ("fine-tuned EMA, last epoch", "ema_acc1", "finetune_ema"),
+             ("fine-tuned, best epoch†", "best_acc1", "finetune_best"),
+             ("fine-tuned EMA, best epoch†", "best_ema_acc1", "finetune_ema_best")), published="finetune"))

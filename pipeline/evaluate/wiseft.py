@@ -140,4 +140,5 @@ EVALUATION = register(Evaluation(
     name="wiseft", order=40, task="wiseft", run=run,
     inputs=lambda pair: {"train": ("stats", pair.train), "test": ("stats", pair.test),
                          "finetuned": ("output", "finetune_eval", "model")},
-    outputs={"result": "json", "plot": "png"}, columns=(("WiSE-FT", "acc1"),), published="wiseft"))
+    outputs={"result": "json", "plot": "png"}, columns=(("WiSE-FT", "acc1"), ("WiSE-FT, alpha chosen on val", "best_acc1", "wiseft_best")),
+    published="wiseft"))

@@ -24,13 +24,14 @@ def evaluate_zeroshot(*, model, tokenizer, dataset, classnames: list[str], templ
 
 
 def run(ctx: Context) -> None:
-    from ..models import context_length_of, image_size_of, load_model, tokenizer
+    from ..models import context_length_of, image_size_of, tokenizer
+    from ._external import load_evaluated
     from ._assets import prompts_for
     from ._datasets import classification_dataset
     from ._features import eval_device
     from ._records import write_result
 
-    loaded = load_model(ctx.checkpoint)
+    loaded = load_evaluated(ctx)
     dataset, classes = classification_dataset(ctx.inputs["test"], image_size_of(loaded.model_config))
     classnames, templates = prompts_for(ctx.dataset, ctx.config_dir, classes, ctx.inputs["test"])
     start = time.time()

@@ -41,7 +41,10 @@ def plot_curves(*, metrics: dict[str, list[dict]], out: str | Path, title: str) 
         offset = x[-1]
     ax_loss.set(xlabel="samples seen", ylabel="training loss", title=title)
     ax_scale.set(xlabel="samples seen", ylabel="logit scale")
-    ax_loss.legend()
+    if metrics:
+        ax_loss.legend()
+    else:  # every row comes from evaluate.checkpoints: nothing was trained here
+        ax_loss.text(0.5, 0.5, "no training stage", ha="center", va="center", transform=ax_loss.transAxes)
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -50,7 +53,8 @@ def plot_curves(*, metrics: dict[str, list[dict]], out: str | Path, title: str) 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline curves")
-    parser.add_argument("--metrics", nargs="+", required=True, help="STAGE=metrics.jsonl, in stage order")
+    parser.add_argument("--metrics", nargs="*", required=True,
+                        help="STAGE=metrics.jsonl, in stage order (none: an experiment that only evaluates files)")
     parser.add_argument("--title", required=True, help="figure title (the experiment name)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv[1:])

@@ -7,6 +7,14 @@ import io
 from .table import Table, cell, column_label
 
 NOTE = "Percent (top-1 accuracy; recall@1 for retrieval). Cells with a published number read: ours (paper)."
+BEST_NOTE = ("† best epoch: ours is the epoch a validation part held out from train scored highest, scored once on "
+             "test; a paper number there is the paper's own maximum over epochs on its test split (FT-CLIP's and "
+             "BEiT's \"Max accuracy\").")
+
+
+def notes(table: Table) -> list[str]:
+    """The legend lines a table needs."""
+    return [NOTE] + ([BEST_NOTE] if any("†" in column_label(c) for c in table.columns) else [])
 
 
 def to_markdown(table: Table) -> str:
@@ -14,7 +22,8 @@ def to_markdown(table: Table) -> str:
     lines = [f"# {table.title}", ""]
     if table.description:
         lines += [table.description, ""]
-    lines += [NOTE, "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
+    lines += [line for note in notes(table) for line in (note, "")]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
     for row in table.rows:
         lines.append("| " + " | ".join([row] + [cell(table, row, c) for c in table.columns]) + " |")
     return "\n".join(lines) + "\n"
@@ -38,7 +47,7 @@ def to_csv(table: Table) -> str:
 
 def _tex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("–", "--"), ("→", r"$\to$")):
+                 ("–", "--"), ("→", r"$\to$"), ("†", r"$^\dagger$")):
         text = text.replace(a, b)
     return text
 
@@ -47,7 +56,8 @@ def to_latex(table: Table) -> str:
     """A booktabs tabular; ours (paper) kept as in the markdown table."""
     cols = "l" + "r" * len(table.columns)
     head = " & ".join(["checkpoint"] + [_tex_escape(column_label(c)) for c in table.columns])
-    lines = [f"% {table.title}: {NOTE}", r"\begin{tabular}{" + cols + "}", r"\toprule", head + r" \\", r"\midrule"]
+    lines = [f"% {table.title}: {' '.join(notes(table))}", r"\begin{tabular}{" + cols + "}", r"\toprule",
+             head + r" \\", r"\midrule"]
     for row in table.rows:
         cells = [_tex_escape(row)] + [_tex_escape(cell(table, row, c)) for c in table.columns]
         lines.append(" & ".join(cells) + r" \\")

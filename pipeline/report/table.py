@@ -1,7 +1,7 @@
 """Results tables: one row per checkpoint (or method), one column per (task, metric, dataset), in percent.
 
-A cell reads `ours (paper)` where the experiment's `published` section gives a reference number for the
-task's headline metric (its first column).
+A cell reads `ours (paper)` where the experiment's `published` section gives a reference number for that
+column (each evaluation names which `published` key stands beside which of its columns).
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from ..errors import UserError
 from ..evaluate import by_task
 
 
-def tasks() -> dict[str, tuple[str, list[tuple[str, str]]]]:
-    """result task -> (key in `published`, [(column label, metric)]), in column order; the first metric is the
-    headline. Read from the evaluation registry (pipeline.evaluate): each evaluation declares its columns."""
-    return {task: (e.published, list(e.columns)) for task, e in by_task().items()}
+def tasks() -> dict[str, tuple[dict[str, str], list[tuple[str, str]]]]:
+    """result task -> ({key in `published`: metric}, [(column label, metric)]), in column order; the first metric
+    is the headline. Read from the evaluation registry (pipeline.evaluate): each evaluation declares its columns."""
+    return {task: (e.published_metrics(), [tuple(c[:2]) for c in e.columns]) for task, e in by_task().items()}
 
 
 ROW_ORDER = ("pretrain", "finetune")
@@ -69,7 +69,7 @@ def build_table(*, experiment, records: list[tuple[Path, dict]]) -> Table:
             raise UserError(f"{path}: model: result of experiment {rec['model']!r}, table is for {experiment.name!r}")
         _add_record(table, path, rec, columns, rows)
     known = tasks()
-    by_published = {pub: (task, cols[0][1]) for task, (pub, cols) in known.items()}
+    by_published = {pub: (task, metric) for task, (pubs, _) in known.items() for pub, metric in pubs.items()}
     for stage, published in (experiment.published or {}).items():
         for pub_task, per_dataset in published.items():
             task, metric = by_published[pub_task]

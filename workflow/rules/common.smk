@@ -40,7 +40,7 @@ def final_checkpoint(stage):
 wildcard_constraints:
     name=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    ckpt=r"pretrain|finetune",
+    ckpt=r"pretrain|finetune|(?:openai|open_clip|file)[A-Za-z0-9_.-]*",  # stages, evaluate.checkpoints rows
 
 
 def _check_requested_configs():
