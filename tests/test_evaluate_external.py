@@ -98,8 +98,8 @@ def test_openai_and_open_clip_files_are_rows(tmp_path):
     a, b = load_file(ts, "openai", OPENAI_STYLE), load_file(oc, "open_clip", OPENAI_STYLE)
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     dataset, _ = classification_dataset(stats, 16)
-    feats, _ = image_features(a, dataset, 4, 0)
-    ref, _ = image_features(half.float(), dataset, 4, 0)
+    feats, _ = image_features(a, dataset, 4, 0, features="embedding")
+    ref, _ = image_features(half.float(), dataset, 4, 0, features="embedding")
     assert torch.allclose(feats, ref, atol=1e-5)
     for row, path in (("openai", ts), ("open_clip_ep3", oc)):
         out = tmp_path / "results" / f"{row}.json"

@@ -68,3 +68,45 @@ def test_linear_probe_cli_on_digits_with_cache(tmp_path, capsys):
     # even random tiny-ViT features separate digits far above chance (0.1)
     assert a["metrics"]["lp_acc1"] > 0.3
     assert main(argv(tmp_path / "c.json")[:-2] + ["--dataset", "unlisted"]) == 2
+
+
+def test_pre_projection_features_ignore_an_untrained_projection(tmp_path):
+    """SimCLR trains no visual.proj: with features pre_projection the probe reads the class token after ln_post
+    (SLIP's main_linear.py feature), so two checkpoints that differ only in that projection probe the same."""
+    import torch
+
+    from pipeline.__main__ import main
+    from pipeline.evaluate._features import encode
+    from pipeline.models import create_model
+
+    from _eval_fixtures import TINY_CONFIG
+
+    torch.manual_seed(0)
+    model = create_model(TINY_CONFIG).eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        tokens = model.visual.transformer(model.visual._embeds(x))
+        expected = model.visual.ln_post(tokens[:, 0])            # class token after the final LayerNorm
+        assert torch.allclose(encode(model, x, "pre_projection"), expected, atol=1e-6)
+        assert model.visual.proj is not None                     # restored after use
+        assert encode(model, x, "embedding").shape == (3, TINY_CONFIG["embed_dim"])
+    ck_a = save_tiny_checkpoint(tmp_path / "a" / "final.pt", stage="pretrain")
+    blob = torch.load(ck_a, weights_only=True)
+    blob["model"]["visual.proj"] = torch.randn_like(blob["model"]["visual.proj"])   # another random projection
+    ck_b = tmp_path / "b" / "final.pt"
+    ck_b.parent.mkdir()
+    torch.save(blob, ck_b)
+    train = write_digits_imagefolder(tmp_path / "digits_train", range(0, 200))
+    test = write_digits_imagefolder(tmp_path / "digits_test", range(1500, 1600))
+    results = {}
+    for features in ("embedding", "pre_projection"):
+        probe = {"datasets": [{"train": "digits_train", "test": "digits"}], "c_values": [1.0], "features": features}
+        exp = write_eval_experiment(tmp_path / f"config-{features}", {"batch_size": 50, "linear_probe": probe},
+                                    datasets={"digits": "mnist", "digits_train": "mnist"})
+        for name, ck in (("a", ck_a), ("b", ck_b)):
+            out = tmp_path / f"{features}-{name}.json"
+            assert main(eval_argv("linear_probe", exp, "digits", checkpoint=ck, inputs={"train": train, "test": test},
+                                  outputs={"result": out})) == 0
+            results[features, name] = json.loads(out.read_text())["metrics"]
+    assert results["pre_projection", "a"] == results["pre_projection", "b"]
+    assert results["embedding", "a"] != results["embedding", "b"]

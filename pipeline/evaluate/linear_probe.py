@@ -71,7 +71,8 @@ def run(ctx: Context) -> None:
     loaded = load_evaluated(ctx)
     start = time.time()
     common = dict(model=loaded.model, model_config=loaded.model_config, checkpoint=ctx.checkpoint,
-                  cache_dir=ctx.cache_dir, batch_size=ev.batch_size, workers=ev.workers, device=eval_device())
+                  cache_dir=ctx.cache_dir, batch_size=ev.batch_size, workers=ev.workers, features=s.features,
+                  part_images=ev.feature_part_images, device=eval_device())
     train_x, train_y, train_classes = cached_features(stats_path=ctx.inputs["train"], **common)
     test_x, test_y, test_classes = cached_features(stats_path=ctx.inputs["test"], **common)
     if train_classes != test_classes:

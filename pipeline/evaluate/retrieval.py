@@ -93,7 +93,8 @@ def run(ctx: Context) -> None:
     model = loaded.model.to(device).eval()
     start = time.time()
     images = ImageList(entry.images_root, [img for img, _ in items], eval_transform(image_size_of(loaded.model_config)))
-    image_emb, _ = image_features(model, images, ev.batch_size, ev.workers, device, desc="retrieval images")
+    image_emb, _ = image_features(model, images, ev.batch_size, ev.workers, device, desc="retrieval images",
+                                 features="embedding")
     captions = [c for _, caps in items for c in caps]
     owner = torch.tensor([i for i, (_, caps) in enumerate(items) for _ in caps])
     text_emb = text_embeddings(model, tokenizer(context_length_of(loaded.model_config)), captions,

@@ -23,15 +23,15 @@ from . import Context, Evaluation, register
 ROW = "resnet50"
 
 
-def torchvision_weights(path: Path | None):
-    """The ResNet50_Weights member a local file is (its SHA-256 starts with the hash in that member's url), or
-    None for a file of another origin. Hashes the file once (100 MB)."""
+def torchvision_weights(path: Path | None, members=None):
+    """The ResNet50_Weights member a local file is (its SHA-256 starts with the hash in that member's url, as
+    torch.hub checks), or None for a file of another origin. Hashes the file once (100 MB)."""
     from torchvision.models import ResNet50_Weights
 
     if path is None:
         return None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    for member in ResNet50_Weights:
+    for member in members or ResNet50_Weights:
         if digest.startswith(member.url.rsplit("-", 1)[1].split(".")[0]):
             return member
     return None

@@ -19,7 +19,8 @@ def evaluate_zeroshot(*, model, tokenizer, dataset, classnames: list[str], templ
 
     model = model.to(device).eval()
     classifier = text_classifier(model, tokenizer, classnames, templates, device)
-    features, labels = image_features(model, dataset, batch_size, workers, device, desc="zero-shot")
+    features, labels = image_features(model, dataset, batch_size, workers, device, desc="zero-shot",
+                                      features="embedding")
     return classification_metrics(zeroshot_logits(features, classifier), labels)
 
 
