@@ -19,9 +19,11 @@ def test_weights_file_is_recognised_by_its_hash(tmp_path):
     v1 = SimpleNamespace(name="IMAGENET1K_V1", url="https://download.pytorch.org/models/resnet50-0676ba61.pth")
     assert torchvision_weights(path, [v1, v2]) is v2
     assert torchvision_weights(path) is None          # not one of torchvision's files
-    # the new head is xavier-initialised and sized for the task; the backbone weights are the file's
+    # the new head is sized for the task, its weight xavier-initialised (the post's code), the backbone the file's
     model = resnet50_classifier(num_classes=9, weights=str(path), seed=1)
-    assert model.fc.out_features == 9 and torch.equal(model.fc.bias, torch.zeros(9))
+    bound = (6 / (2048 + 9)) ** 0.5
+    assert model.fc.out_features == 9 and model.fc.weight.abs().max() <= bound and model.fc.bias.abs().max() > 0
+    assert torch.equal(model.layer1[0].conv1.weight, torch.load(path, weights_only=True)["layer1.0.conv1.weight"])
 
 
 def test_preprocessing_is_the_weights_own():

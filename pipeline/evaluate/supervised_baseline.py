@@ -56,8 +56,7 @@ def resnet50_classifier(*, num_classes: int, weights: str | None, seed: int) -> 
         except RuntimeError as exc:
             raise UserError(f"{path}: not a torchvision resnet50 state_dict ({str(exc).splitlines()[0]})") from None
     model.fc = nn.Linear(model.fc.in_features, num_classes)
-    nn.init.xavier_uniform_(model.fc.weight)
-    nn.init.zeros_(model.fc.bias)
+    nn.init.xavier_uniform_(model.fc.weight)  # the post's code; the bias keeps PyTorch's default init
     return model
 
 
