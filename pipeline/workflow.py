@@ -69,8 +69,20 @@ class WorkflowConfig:
 
     def experiment(self, name: str) -> Experiment:
         if name not in self._experiments:
-            self._experiments[name] = self._load("experiment", name, experiment_path, load_experiment)
+            exp = self._load("experiment", name, experiment_path, load_experiment)
+            self._check_evaluations(exp, self.experiment_file(name))
+            self._experiments[name] = exp
         return self._experiments[name]
+
+    def _check_evaluations(self, exp: Experiment, source: str) -> None:
+        """The evaluations' cross-section needs (pipeline.evaluate.check_experiment), at parse time."""
+        from .errors import UserError
+        from .evaluate import check_experiment
+
+        try:
+            check_experiment(exp, source)
+        except UserError as exc:
+            raise (ConfigError if self._error is ConfigError else self._error)(str(exc)) from None
 
     def dataset(self, name: str) -> Dataset:
         if name not in self._datasets:

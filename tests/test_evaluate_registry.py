@@ -110,3 +110,24 @@ def test_a_toy_evaluation_added_as_the_docs_say_runs_through_the_workflow(tmp_pa
     assert result["metrics"] == {"share": 0.5} and result["task"] == "toy_share"
     table = (repo / "results" / "toy.table").read_text()
     assert "toy share toy_test" in table and "50.00" in table
+
+
+@pytest.mark.parametrize("evaluate,key", [
+    ({"wiseft": {"datasets": [{"train": "a", "test": "b"}]}}, "evaluate.wiseft.datasets.0"),
+    ({"wiseft": {"datasets": [{"train": "a", "test": "b"}]},
+      "finetune_eval": {"datasets": [{"train": "a", "test": "b"}], "head": "ftclip"}}, "evaluate.finetune_eval.head"),
+    ({"wiseft": {"datasets": [{"train": "a", "test": "b"}], "alphas": [0, 1], "headline_alpha": 0.5},
+      "finetune_eval": {"datasets": [{"train": "a", "test": "b"}], "head": "zeroshot"}}, "evaluate.wiseft.headline_alpha"),
+    ({"checkpoints": [{"name": "openai", "path": "a.pt"}, {"name": "openai", "path": "b.pt"}]}, "evaluate.checkpoints"),
+])
+def test_evaluations_that_cannot_work_together_stop_the_parse(tmp_path, evaluate, key):
+    """WiSE-FT without a zero-shot-headed fine-tune of its pair would fail only after that fine-tune's hours:
+    the workflow refuses it while parsing, one line naming the file and the key."""
+    from pipeline.config import ConfigError
+    from pipeline.workflow import WorkflowConfig
+
+    from _eval_fixtures import write_eval_experiment
+
+    write_eval_experiment(tmp_path / "config", evaluate, name="pair")
+    with pytest.raises(ConfigError, match=rf"pair.yaml: {key}"):
+        WorkflowConfig(config_dir=tmp_path / "config").experiment("pair")

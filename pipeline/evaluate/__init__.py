@@ -95,4 +95,27 @@ def by_task() -> dict[str, Evaluation]:
     return out
 
 
-__all__ = ["Context", "Evaluation", "by_task", "evaluations", "get", "register"]
+def check_experiment(experiment, source: str) -> None:
+    """What the evaluations of one experiment need of each other, known before any job runs: one line naming the
+    file and the key (called by the workflow at parse time and by every evaluation's command at start).
+    WiSE-FT interpolates finetune_eval's zero-shot-headed model of the same pair; its headline alpha is one of its
+    alphas; checkpoint rows have distinct names."""
+    from ..errors import UserError
+
+    ev = experiment.evaluate
+    if ev.wiseft.datasets and ev.wiseft.headline_alpha not in ev.wiseft.alphas:
+        raise UserError(f"{source}: evaluate.wiseft.headline_alpha: {ev.wiseft.headline_alpha:g} is not one of alphas")
+    pairs = {(p.train, p.test) for p in ev.finetune_eval.datasets}
+    for i, pair in enumerate(ev.wiseft.datasets):
+        if (pair.train, pair.test) not in pairs:
+            raise UserError(f"{source}: evaluate.wiseft.datasets.{i}: {pair.train} -> {pair.test} is not listed "
+                            f"under evaluate.finetune_eval.datasets (WiSE-FT interpolates that fine-tune)")
+        if ev.finetune_eval.head != "zeroshot":
+            raise UserError(f"{source}: evaluate.finetune_eval.head: {ev.finetune_eval.head!r}, but WiSE-FT needs the "
+                            f"zero-shot head (head: zeroshot) to interpolate against")
+    names = [c.name for c in ev.checkpoints]
+    if len(set(names)) != len(names):
+        raise UserError(f"{source}: evaluate.checkpoints: names repeat ({', '.join(names)})")
+
+
+__all__ = ["Context", "Evaluation", "by_task", "check_experiment", "evaluations", "get", "register"]

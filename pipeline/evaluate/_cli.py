@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import experiment_source
 from ..errors import UserError
-from . import Context, get
+from . import Context, check_experiment, get
 
 
 def _pairs(items: list[str] | None, flag: str) -> dict[str, Path]:
@@ -43,6 +43,7 @@ def context(name: str, argv: list[str]) -> Context:
     args = parser(name).parse_args(argv)
     experiment, config_dir = experiment_source(args.experiment)
     settings = getattr(experiment.evaluate, name)
+    check_experiment(experiment, f"{config_dir}/experiments/{experiment.name}.yaml")
     where = f"{config_dir}/experiments/{experiment.name}.yaml: evaluate.{name}.datasets"
     entries = [e for e in settings.datasets if evaluation.dataset_name(e) == args.dataset]
     if not entries:

@@ -115,8 +115,6 @@ def run(ctx: Context) -> None:
     from .finetune_eval import build_classifier
 
     s = ctx.settings
-    if s.headline_alpha not in s.alphas:
-        raise UserError(f"{ctx.experiment.name}: evaluate.wiseft.headline_alpha: {s.headline_alpha} is not one of alphas")
     loaded = load_evaluated(ctx)
     finetuned, val_indices, train_samples = _finetuned(ctx.inputs["finetuned"], s.ema, loaded.model_config)
     splits, classes = _splits(ctx, image_size_of(loaded.model_config), val_indices, train_samples)
