@@ -75,7 +75,8 @@ def main() -> None:
         stats = write_folder(Path(tmp), args.images, max(size, 32))
         dataset, _ = classification_dataset(stats, size)
         start = time.perf_counter()
-        image_features(model, dataset, args.batch_size, args.workers, device, desc="bench", features="embedding")
+        image_features(model, dataset, args.batch_size, args.workers, device, desc="bench",
+                       features="embedding")
         full = args.images / (time.perf_counter() - start)
     print(f"model {args.model} ({size}px) on {device}, batch {args.batch_size}, {args.images} images, "
           f"{torch.get_num_threads()} threads, workers {args.workers}")

@@ -36,7 +36,12 @@ def detect_format(path: Path) -> str:
     if path.suffix == ".safetensors":
         return "open_clip"
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:  # mmap: only the keys are looked at; files of torch < 1.6 cannot be mapped
+            blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, truncated, or pickled code
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     return "clipforge" if isinstance(blob, dict) and {"model", "model_config"} <= set(blob) else "open_clip"
@@ -61,8 +66,8 @@ def load_file(path: Path, fmt: str, model_config: dict):
     model = create_model(model_config)
     try:
         if fmt == "openai":
-            state = {k: v for k, v in read_tensors(path).items() if k not in OPENAI_EXTRA and k != "attn_mask"}
-            state = {k: v for k, v in state.items() if not k.endswith(".attn_mask")}
+            state = {k: v for k, v in read_tensors(path).items()
+                     if k not in OPENAI_EXTRA and k.rsplit(".", 1)[-1] != "attn_mask"}  # masks are not weights
             model.load_state_dict(state, strict=True)
         else:
             open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
