@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None, *, launch: bool = False) -> int:
     from . import launch as launcher
     from .errors import run_main
 
-    if launch and not launcher.inside_launch() and launcher.is_distributed(argv[0]):
+    if launch and launcher.inside_launch():
+        launcher.die_with_launcher()
+    elif launch and launcher.is_distributed(argv[0]):
         return run_main(launcher.main, argv)
     return run_main(importlib.import_module(known[argv[0]]).main, argv)
 

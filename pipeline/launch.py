@@ -75,6 +75,22 @@ def inside_launch() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
+def die_with_launcher() -> None:
+    """Make this torchrun worker die when its launcher dies. torchrun starts workers in sessions of their own,
+    so a SIGKILL of the job's process group (a preemption, `kill -9`, the OOM killer) would leave them training
+    on and writing checkpoints beside the rerun; Linux's parent-death signal ends them instead."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        return
+    if os.getppid() != parent:  # the launcher died before the call
+        os._exit(1)
+
+
 def processes_and_nodes(stage: str, experiment) -> tuple[int, int]:
     if stage in TRAINING:
         section = experiment.stage(stage)
