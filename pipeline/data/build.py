@@ -37,7 +37,7 @@ def build_dataset(*, dataset, data_dir: str | Path, base_dir: str | Path, stats_
         shards_dir = data_dir / "shards"
         checks = build_shards(url_list=result, shards_dir=shards_dir, settings=dataset.img2dataset)
         stats = {"dataset": dataset.name, "kind": "image_text",
-                 **aggregate(shards_dir=shards_dir, checks=checks, rows=result.rows),
+                 **aggregate(shards_dir=shards_dir, checks=checks, rows=result.rows, dropped=result.dropped),
                  "img2dataset": to_dict(dataset.img2dataset)}
         if stats["samples"] == 0:  # nothing to train on: fail here, not in the trainer
             raise UserError(f"dataset {dataset.name}: no image could be stored ({summary_line(stats)}); "

@@ -175,9 +175,11 @@ def build_shards(*, url_list: UrlList, shards_dir: Path, settings) -> list[Shard
                     f"{bad[0].problem}")
 
 
-def aggregate(*, shards_dir: Path, checks: list[ShardCheck], rows: int) -> dict:
-    """Per-shard stats files -> samples, failures by reason, shard list (relative to the data folder)."""
-    failed: dict[str, int] = {}
+def aggregate(*, shards_dir: Path, checks: list[ShardCheck], rows: int, dropped: dict[str, int] | None = None) -> dict:
+    """Per-shard stats files -> samples, failures by reason, shard list (relative to the data folder).
+    `rows` is the url list's length; `dropped` the input rows the reader left out, by reason: they are
+    failures too, so samples + failed = input rows = rows + dropped."""
+    failed: dict[str, int] = dict(dropped or {})
     samples = 0
     for c in checks:
         stats = json.loads((shards_dir / f"{shard_name(c.shard_id)}_stats.json").read_text())
@@ -187,8 +189,9 @@ def aggregate(*, shards_dir: Path, checks: list[ShardCheck], rows: int) -> dict:
         if unaccounted > 0:  # img2dataset counts a sample whose write raised in none of its buckets
             failed["other"] = failed.get("other", 0) + unaccounted
         samples += c.samples
-    if samples + sum(failed.values()) != rows:
-        raise UserError(f"{shards_dir}: {samples} stored + {sum(failed.values())} failed != {rows} input rows")
+    input_rows = rows + sum((dropped or {}).values())
+    if samples + sum(failed.values()) != input_rows:
+        raise UserError(f"{shards_dir}: {samples} stored + {sum(failed.values())} failed != {input_rows} input rows")
     shards = [{"path": f"{shards_dir.name}/{shard_name(c.shard_id)}.tar", "samples": c.samples}
               for c in checks if c.samples > 0]
-    return {"samples": samples, "input_rows": rows, "failed": dict(sorted(failed.items())), "shards": shards}
+    return {"samples": samples, "input_rows": input_rows, "failed": dict(sorted(failed.items())), "shards": shards}
