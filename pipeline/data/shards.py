@@ -70,7 +70,14 @@ def connect_distributor(distributor: str) -> None:
             builder = builder.master(os.environ["CLIPFORGE_SPARK_MASTER"])
         builder.getOrCreate()  # img2dataset uses the active session
     elif not module.is_initialized():
-        module.init(address=os.environ.get("RAY_ADDRESS"))
+        # RAY_ADDRESS set: join that cluster (docs/data.md); else a local one. The workers run with the
+        # cluster's environment, so the variables the download needs travel with the job.
+        env = {"NO_ALBUMENTATIONS_UPDATE": "1"}  # img2dataset imports albumentations, which phones home
+        try:
+            module.init(address=os.environ.get("RAY_ADDRESS"), runtime_env={"env_vars": env})
+        except ConnectionError as exc:
+            raise UserError(f"img2dataset.distributor: ray: cannot reach the cluster at "
+                            f"{os.environ.get('RAY_ADDRESS')} ({exc})") from None
 
 
 def run_img2dataset(*, url_list: UrlList, shards_dir: Path, settings) -> None:
