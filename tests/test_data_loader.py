@@ -227,6 +227,20 @@ def test_method_hooks_add_views_and_augmented_captions(stats):
         assert torch.equal(a[0][key], torch.cat([h[0][key] for h in halves]))
 
 
+def test_batches_arrive_on_the_training_device_counts_on_the_cpu(stats):
+    """Images normalised on the device the trainer names (meta stands in for a GPU); the loader's counts
+    stay on the CPU, so adding them up needs no device sync."""
+    data = build_train_loader(stats_path=stats, image_size=12, augment=augment(), batch_size=4, rank=0,
+                              world_size=1, seed=0, workers=0, shuffle_shards=2, device="meta",
+                              text_transform=build_text_transform("truncate", 10))
+    batch = next(iter(data.epoch(0)))
+    assert batch["image"].device.type == batch["text"].device.type == "meta"
+    assert batch["image"].dtype == torch.float32 and batch["image"].is_contiguous()
+    counters = LoaderCounters(unused_per_epoch=data.unused_per_epoch())
+    counters.take(batch, epoch=0)
+    assert counters.flush()["read_samples"] == 4
+
+
 def test_loader_leaves_the_callers_rng_alone(stats):
     torch.manual_seed(5)
     expected = torch.rand(3)

@@ -263,8 +263,9 @@ class TrainLoader:
         return (self.finish(batch) for batch in loader)
 
     def finish(self, batch: dict) -> dict:
-        """The batch on the training device, images normalised there (they cross from the workers as uint8)."""
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        """The batch on the training device, images normalised there (they cross from the workers as uint8);
+        the loader's counts stay on the CPU (counting them then needs no device sync)."""
+        batch = {k: v if k == "loader" else v.to(self.device, non_blocking=True) for k, v in batch.items()}
         batch["image"] = self.dataset.images.normalize(batch["image"], self.device)
         return batch
 
