@@ -111,6 +111,7 @@ class TrainImages:
         std = torch.tensor(normalize.std, dtype=torch.float64).view(1, 3, 1, 1)
         self.norm_scale, self.norm_shift = (1 / (255 * std)).float(), (-mean / std).float()  # x/255 - mean, / std
         self.draft = draft
+        self._on: tuple[torch.Tensor, torch.Tensor] | None = None  # scale, shift on the training device
 
     @property
     def uses_python_random(self) -> bool:
@@ -188,5 +189,7 @@ class TrainImages:
     def normalize(self, batch: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
         """uint8 [B, 3, H, W] -> contiguous float on `device`, (x / 255 - mean) / std as ToTensor + Normalize."""
         batch = batch.to(device, non_blocking=True)
-        out = torch.empty(batch.shape, dtype=torch.float32, device=device).copy_(batch)
-        return out.mul_(self.norm_scale.to(device)).add_(self.norm_shift.to(device))
+        if self._on is None or self._on[0].device != batch.device:  # once per device, not per batch
+            self._on = (self.norm_scale.to(batch.device), self.norm_shift.to(batch.device))
+        out = torch.empty(batch.shape, dtype=torch.float32, device=batch.device).copy_(batch)
+        return out.mul_(self._on[0]).add_(self._on[1])
