@@ -113,6 +113,9 @@ class TrainImages:
         self.draft = draft
         self._on: tuple[torch.Tensor, torch.Tensor] | None = None  # scale, shift on the training device
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_on": None}  # workers get no device tensors
+
     @property
     def uses_python_random(self) -> bool:
         """open_clip's jitter / grayscale draw from python's random; the crop draws from torch only."""
