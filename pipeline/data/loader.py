@@ -162,7 +162,8 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        order, reader = self.order(self.epoch), SampleReader(list(self.data.shards))
+        # a rank's rows of one batch lie in one group of shards, or two at a boundary: keep both open
+        order, reader = self.order(self.epoch), SampleReader(list(self.data.shards), keep_open=2 * self.shuffle_shards)
         try:
             for index in range(self.start_batch + worker, self.batches_per_epoch(), workers):
                 rows = self.positions(index)

@@ -1,7 +1,8 @@
 """Single samples read from the shards by byte range, with what that cost counted.
 
 A reader asks for (shard, index in key order) and gets that sample's members with one positioned read.
-The last few shards' open files and indexes are kept (a rank reads from one group of shards at a time).
+The open files and indexes of the last `keep_open` shards are kept (a rank reads from one group of shards at
+a time, two at a group boundary).
 Counted, per reader: bytes read (sample data, plus index files or the header walk of a tar without one),
 shard files opened, samples read, and samples lost - in a shard that is missing, cut short or damaged
 since the data stage verified it. A lost sample is reported as None; the batch replaces it.
@@ -18,9 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from .tarindex import build_index, read_index, sample_members
-
-OPEN_SHARDS = 16
-
 
 @dataclass
 class ReadCounts:
@@ -46,7 +44,7 @@ class _Open:
 class SampleReader:
     """Reads samples of the listed shards; close() (or garbage collection) closes the files."""
 
-    def __init__(self, shards: list[Path], *, keep_open: int = OPEN_SHARDS):
+    def __init__(self, shards: list[Path], *, keep_open: int):
         self.shards = [Path(s) for s in shards]
         self.keep_open = keep_open
         self.counts = ReadCounts()
