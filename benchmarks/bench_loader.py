@@ -205,8 +205,9 @@ def main() -> None:
               f"{results[96][1]['ours'] / results[96][1]['open_clip_train']:.2f}")
     if 224 in results:
         r = results[224]
-        print(f"goal at 224 px, ours / PIL decode only >= 0.6 per core: per CPU-second {r[1]['ours'] / r[1]['PIL decode only']:.2f}, "
-              f"without the device step {r[2]['ours'] / r[2]['PIL decode only']:.2f}")
+        print(f"goal at 224 px, ours / PIL decode only >= 0.6 per core: per CPU-second "
+              f"{r[1]['ours'] / r[1]['PIL decode only']:.2f}, without the device step "
+              f"{r[2]['ours'] / r[2]['PIL decode only']:.2f}")
 
 if __name__ == "__main__":
     main()

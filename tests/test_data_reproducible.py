@@ -33,8 +33,8 @@ def shard_copy(repo, name: str, delay) -> list[list[str]]:
         "kind": "image_text", "reader": "url_list", "sources": ["urls.parquet"],
         "img2dataset": {"image_size": 16, "resize_mode": "center_crop", "threads": 8, "samples_per_shard": 10}}))
     with serve_directory(repo / "site", max_seconds=120, delay=delay) as base:
-        pq.write_table(pa.table({"url": [f"{base}/{i}.jpg" for i in range(IMAGES)],
-                                 "caption": [f"a {('red', 'green', 'blue')[i % 3]} square {i}" for i in range(IMAGES)]}),
+        captions = [f"a {('red', 'green', 'blue')[i % 3]} square {i}" for i in range(IMAGES)]
+        pq.write_table(pa.table({"url": [f"{base}/{i}.jpg" for i in range(IMAGES)], "caption": captions}),
                        repo / "urls.parquet")
         out = repo / "data" / name / "stats.json"
         assert pipeline_main(["data", "--dataset", name, "--out", str(out), "--config-dir", str(repo / "config")]) == 0

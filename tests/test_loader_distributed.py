@@ -73,7 +73,8 @@ def test_four_ranks_two_workers_killed_mid_epoch_resume_bit_identically(setup):
     assert "resuming from" in done.stdout and "loader: epoch" in done.stdout
     io = ("samples_per_s", "read_bytes", "read_shards", "data_epochs")  # timing; file opens depend on restarts
     records = [[{k: v for k, v in json.loads(line).items() if k not in io}
-                for line in (folder / "metrics.jsonl").read_text().splitlines()] for folder in (straight.parent, killed.parent)]
+                for line in (folder / "metrics.jsonl").read_text().splitlines()]
+               for folder in (straight.parent, killed.parent)]
     assert records[0] == records[1]  # every step's loss, lr and samples read, bit for bit
     a = torch.load(straight, weights_only=True)["model"]
     b = torch.load(killed, weights_only=True)["model"]

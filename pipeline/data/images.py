@@ -9,8 +9,8 @@ What changes here, and why it keeps the distribution:
   the output size in both directions (checked per sample), so the resize stays a downscale. Entropy decoding
   is not saved, but the inverse DCT, chroma upsampling and colour conversion shrink with the area.
 - Other JPEGs decode with torchvision's decode_jpeg (libjpeg-turbo straight into a tensor, no PIL buffer
-  and its copy out). The resize is torch's uint8 antialiased bicubic kernel (Pillow's filter, vectorised; within a few grey
-  levels of Pillow's own), written into the batch's uint8 buffer. Colour jitter and grayscale are open_clip's
+  and its copy out). The resize is torch's uint8 antialiased bicubic kernel (Pillow's filter, vectorised;
+  within a few grey levels of Pillow's own), written into the batch's uint8 buffer. Colour jitter and grayscale are open_clip's
   own objects, on the output-size image, after the crop as in the reference.
 - The batch travels as uint8 (made in shared memory inside a DataLoader worker, so sending it copies
   nothing); ToTensor + Normalize run once per batch on the training device, as the loader hands it over.
