@@ -105,7 +105,7 @@ def decode_rates(jpegs: list[bytes], stats_path: Path, image_size: int) -> dict[
     rates["decode + augment"] = len(jpegs) / (time.perf_counter() - started)
     loader = build_train_loader(stats_path=stats_path, image_size=image_size, augment=augment,
                                 text_transform=lambda caps: torch.zeros(len(caps), 77, dtype=torch.long),
-                                batch_size=100, rank=0, world_size=1, seed=0, workers=0)
+                                batch_size=100, rank=0, world_size=1, seed=0, workers=0, shuffle_shards=8)
     started, seen = time.perf_counter(), 0
     for batch in loader.epoch(0):
         seen += batch["image"].shape[0]

@@ -18,11 +18,12 @@ Route = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     routes: dict[str, Route] = {}
-    delay: float = 0.0
+    delay: Callable[[str], float] = staticmethod(lambda path: 0.0)
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        if self.delay:
-            time.sleep(self.delay)
+        pause = self.delay(self.path.split("?")[0])
+        if pause:
+            time.sleep(pause)
         route = self.routes.get(self.path.split("?")[0])
         if route is not None:
             route(self)
@@ -35,10 +36,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 @contextmanager
 def serve_directory(root: str | Path, *, max_seconds: float = 600, routes: dict[str, Route] | None = None,
-                    delay: float = 0.0) -> Iterator[str]:
+                    delay: float | Callable[[str], float] = 0.0) -> Iterator[str]:
     """Serve `root` at the yielded base URL (no trailing slash); `routes` maps a path to a custom responder,
-    `delay` (seconds) is added before every reply to stand in for a slow remote host."""
-    handler = type("Handler", (_Handler,), {"routes": dict(routes or {}), "delay": delay})
+    `delay` (seconds, or a function of the request path giving them) is added before every reply to stand
+    in for slow remote hosts - a per-path delay changes the order in which parallel downloads finish."""
+    pause = delay if callable(delay) else (lambda path, seconds=float(delay): seconds)
+    handler = type("Handler", (_Handler,), {"routes": dict(routes or {}), "delay": staticmethod(pause)})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="localserver", daemon=True)

@@ -56,7 +56,8 @@ def _truncated(handler):
 ROUTES = {"/redirect-ok": _redirect("/img1.png"), "/redirect-loop": _redirect("/redirect-loop"),
           "/slow.jpg": _slow, "/truncated.jpg": _truncated}
 EXPECTED_FAILED = {"http_404": MISSING, "not_an_image": NOT_IMAGE, "redirect_loop": 1, "timeout": 1,
-                   "too_large": 1, "truncated_image": 1}
+                   "too_large": 1, "truncated_image": 1,
+                   "empty_url": 1, "missing_caption": 1}  # left out by the reader, counted all the same
 EXPECTED_OK = GOOD + 1  # the good redirect
 
 
@@ -92,7 +93,8 @@ def web(tmp_path_factory):
     site.mkdir()
     rows = make_site(site)
     with serve_directory(site, max_seconds=120, routes=ROUTES) as base:
-        table = pa.table({"url": [f"{base}/{p}" for p, _ in rows], "caption": [c for _, c in rows]})
+        urls = [f"{base}/{p}" for p, _ in rows] + ["", f"{base}/img0.jpg"]
+        table = pa.table({"url": urls, "caption": [c for _, c in rows] + ["a row without a url", "  "]})
         pq.write_table(table, repo / "urls.parquet")
         write_config(repo / "config", "web", {
             "kind": "image_text", "reader": "url_list", "sources": ["urls.parquet"],

@@ -90,6 +90,62 @@ def test_laion400m_parquet_parts(tmp_path, site):
     assert table.column("key").to_pylist() == [str(7000 + i) for i in range(N)]
 
 
+def _bad_rows(tmp_path, reader, base, names):
+    """Source files of `reader` with N good rows plus rows it must leave out; (sources, input rows, drops)."""
+    import bz2
+
+    import pyarrow as pa
+
+    if reader in ("cc3m", "cc12m"):
+        write = write_cc3m if reader == "cc3m" else write_cc12m
+        write(tmp_path / "a.tsv", base, names)
+        extra = ["broken line without a tab", f"\t{base}/x.jpg" if reader == "cc3m" else f"{base}/x.jpg\t",
+                 "no url\t" if reader == "cc3m" else "\tno url"]
+        with open(tmp_path / "a.tsv", "a") as f:
+            f.write("\n".join(extra) + "\n")
+        return ["a.tsv"], N + 3, {"malformed_line": 1, "missing_caption": 1, "empty_url": 1}
+    if reader == "redcaps":
+        anns = write_redcaps(tmp_path / "ann", base, names)
+        more = [{"image_id": "x1", "caption": "no url here", "subreddit": "cats"},
+                {"image_id": "x2", "url": f"{base}/{names[0]}", "caption": " ", "subreddit": "cats"},
+                dict(anns[0])]  # a second file listing an image again
+        (tmp_path / "ann" / "zzz_2021.json").write_text(json.dumps({"annotations": more}))
+        return ["ann"], N + 3, {"empty_url": 1, "missing_caption": 1, "duplicate_key": 1}
+    if reader == "yfcc15m":
+        write_yfcc(tmp_path / "y", base, names)
+        from _data_fixtures import yfcc_row
+
+        meta = bz2.decompress((tmp_path / "y" / "yfcc100m_dataset.bz2").read_bytes()).decode()
+        meta += yfcc_row(90, 6000, f"{base}/{names[1]}", "", "")  # neither title nor description
+        (tmp_path / "y" / "yfcc100m_dataset.bz2").write_bytes(bz2.compress(meta.encode()))
+        with open(tmp_path / "y" / "yfcc100m_subset_data.tsv", "a") as f:
+            f.write("91\t6000\th\n92\t7000\th\n93\t1000\th\nbroken\n")  # 7000: not in metadata; 1000 again
+        return (["y/yfcc100m_subset_data.tsv", "y/yfcc100m_dataset.bz2"], N + 5,
+                {"not_a_photo": 1, "missing_caption": 1, "not_in_metadata": 1, "duplicate_key": 1,
+                 "malformed_line": 1})
+    if reader == "coco":
+        write_coco(tmp_path / "c.json", base, names)
+        return ["c.json"], N + 1, {"missing_caption": 1}
+    if reader == "laion400m":
+        write_laion(tmp_path / "l", base, names)
+        pq.write_table(pa.table({"SAMPLE_ID": pa.array([9001, 9002, 7000], pa.int64()),
+                                 "URL": [None, f"{base}/{names[0]}", f"{base}/{names[0]}"],
+                                 "TEXT": ["no url", None, "id 7000 again"]}), tmp_path / "l" / "part-99999.parquet")
+        return ["l"], N + 3, {"empty_url": 1, "missing_caption": 1, "duplicate_key": 1}
+    (tmp_path / "u.csv").write_text("url,caption\n" + "".join(f"{base}/{n},c {n}\n" for n in names)
+                                    + ",no url\nhttp://x/y.jpg,\n")
+    return ["u.csv"], N + 2, {"empty_url": 1, "missing_caption": 1}
+
+
+@pytest.mark.parametrize("reader", ["cc3m", "cc12m", "redcaps", "yfcc15m", "coco", "laion400m", "url_list"])
+def test_every_input_row_is_accounted_for(tmp_path, site, reader):
+    """samples + failed = input rows: every row a reader leaves out is counted, by reason."""
+    sources, rows, drops = _bad_rows(tmp_path, reader, site["base"], site["names"])
+    url_list, table = read(tmp_path, reader, sources)
+    assert url_list.dropped == drops
+    assert url_list.input_rows == rows and table.num_rows == url_list.rows == N
+
+
 @pytest.mark.parametrize("reader, sources, needle", [
     ("cc3m", ["nothing.tsv"], "nothing.tsv: file not found"),
     ("yfcc15m", ["ids.tsv"], "needs the subset id list"),
@@ -120,7 +176,8 @@ def test_coco_end_to_end_keeps_captions_in_shards(tmp_path, site, monkeypatch):
     assert pipeline_main(["data", "--dataset", "coco_t", "--out", str(out),
                           "--config-dir", str(tmp_path / "config")]) == 0
     stats = json.loads(out.read_text())
-    assert stats["samples"] == N and stats["failed"] == {} and len(stats["shards"]) == N // 2
+    assert stats["samples"] == N and len(stats["shards"]) == N // 2
+    assert stats["failed"] == {"missing_caption": 1} and stats["input_rows"] == N + 1  # image 999: no caption
     assert len(list((out.parent / "source" / "urls").glob("part-*.parquet"))) == 2
     seen = {}
     for sample in wds.WebDataset([str(out.parent / s["path"]) for s in stats["shards"]], shardshuffle=False):

@@ -26,7 +26,7 @@ def dataset(**raw):
 def test_demo_reader_image_text_writes_pngs_urls_and_varied_captions(tmp_path):
     ds = dataset(reader="fashion_mnist_demo", subset=40)
     result = get_reader("fashion_mnist_demo", "image_text").fn(dataset=ds, data_dir=tmp_path, base_dir=tmp_path)
-    assert isinstance(result, UrlList) and result.rows == 40
+    assert isinstance(result, UrlList) and result.rows == result.input_rows == 40 and result.dropped == {}
     assert result.path == tmp_path / "source" / "urls.parquet"
     table = pq.read_table(result.path)
     assert table.column_names == ["url", "caption", "key"]
@@ -135,7 +135,7 @@ def test_url_list_writer_parts_subset_and_layout(tmp_path):
 
     def chunk(start, n):
         return url_table([f"http://x/{i}" if i % 7 else "" for i in range(start, start + n)],
-                         [f"c{i}" for i in range(start, start + n)])
+                         [f"c{i}" for i in range(start, start + n)], first_row=start)
 
     writer = UrlListWriter(tmp_path, samples_per_shard=4, subset=17, target_part_rows=10)
     assert writer.add(chunk(0, 12)) and not writer.add(chunk(12, 30))  # subset reached in the 2nd chunk
@@ -143,7 +143,8 @@ def test_url_list_writer_parts_subset_and_layout(tmp_path):
     assert url_list.parts == (8, 8, 1) and url_list.rows == 17  # parts hold whole shards (8 = 2 x 4)
     assert url_list.path == tmp_path / "source" / "urls"
     captions = [c for p in sorted(url_list.path.glob("*.parquet")) for c in pq.read_table(p)["caption"].to_pylist()]
-    assert len(captions) == 17 and "c0" not in captions and "c7" not in captions  # empty urls dropped
+    assert len(captions) == 17 and "c0" not in captions and "c7" not in captions  # empty urls dropped ...
+    assert url_list.dropped == {"empty_url": 3} and url_list.input_rows == 20  # ... and counted (0, 7, 14)
     small = UrlListWriter(tmp_path, samples_per_shard=4)
     small.add(chunk(1, 3))
     again = small.close()

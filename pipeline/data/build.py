@@ -18,6 +18,14 @@ def summary_line(stats: dict) -> str:
     return f"{stats['dataset']}: {stats['samples']} ok, {sum(failed.values())} failed ({parts}){shards}"
 
 
+def caption_rule(dataset) -> str:
+    """stats.json `caption`, how the loader forms a sample's caption: its .txt, or (yfcc15m with yfcc_caption
+    title_or_description) the title or the description from its .json."""
+    if dataset.reader == "yfcc15m" and dataset.yfcc_caption == "title_or_description":
+        return "title_or_description"
+    return "txt"
+
+
 def build_dataset(*, dataset, data_dir: str | Path, base_dir: str | Path, stats_path: str | Path) -> dict:
     """Make data_dir's content for `dataset` and write stats_path (atomically, after everything else)."""
     data_dir, stats_path = Path(data_dir), Path(stats_path)
@@ -37,8 +45,8 @@ def build_dataset(*, dataset, data_dir: str | Path, base_dir: str | Path, stats_
         shards_dir = data_dir / "shards"
         checks = build_shards(url_list=result, shards_dir=shards_dir, settings=dataset.img2dataset)
         stats = {"dataset": dataset.name, "kind": "image_text",
-                 **aggregate(shards_dir=shards_dir, checks=checks, rows=result.rows),
-                 "img2dataset": to_dict(dataset.img2dataset)}
+                 **aggregate(shards_dir=shards_dir, checks=checks, rows=result.rows, dropped=result.dropped),
+                 "caption": caption_rule(dataset), "img2dataset": to_dict(dataset.img2dataset)}
         if stats["samples"] == 0:  # nothing to train on: fail here, not in the trainer
             raise UserError(f"dataset {dataset.name}: no image could be stored ({summary_line(stats)}); "
                             f"see {shards_dir}/*.parquet, column error_message")

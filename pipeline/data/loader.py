@@ -1,54 +1,56 @@
 """Training batches from the webdataset shards a data stage listed in data/NAME/stats.json.
 
-Why it is built this way:
-- One epoch is one deterministic stream of raw samples: shard order permuted and a shuffle buffer,
-  both from (seed, epoch). Global batch b is stream items [b*N, (b+1)*N) with N = per-rank batch x
-  ranks; rank r takes rows [r*m, (r+1)*m) of it. Reading a raw sample costs only tar I/O, so every
-  reader walks the whole stream and decodes just its own rows: any number of ranks and workers works
-  with any number of shards (6 demo shards, 8 workers: no idle worker holds a rank back).
-- Worker w of a rank builds batches start+w, start+w+W, ...; the DataLoader takes them round-robin,
-  so batches arrive in order whatever W is.
-- Augmentation randomness is seeded per sample from (seed, epoch, stream index), so a batch is a pure
-  function of (seed, epoch, batch index): resuming at a checkpoint's (epoch, batch) gives the very
-  batches an uninterrupted run would have seen, with any worker count. The caller's torch/python RNG
-  states are restored after each batch, so the loader never disturbs the training RNG.
-- A sample whose image does not decode is replaced by a copy of a good sample of the same local batch
-  and counted (batch["skipped"]), which keeps batch shapes equal on every rank (gathers need that).
-  Samples without an image or caption and unreadable shards are skipped by every reader alike.
-At cluster scale each reader reading every shard multiplies I/O by ranks x workers: there, `resampled`
-(stage.resampled_shards) gives every rank and worker its own stream of whole shards drawn with
-replacement (as open_clip's --dataset-resampled), still a pure function of (seed, epoch, batch index)
-for a fixed number of ranks and workers.
+One mode at every scale (docs/training.md, "Data"), and why:
+- Epoch e has one order of all samples, the same everywhere (pipeline.data.order: shards permuted from
+  (seed, epoch), cut into groups of `shuffle_shards`, each group's samples permuted). Global batch b is
+  positions [b*G, (b+1)*G), G = per-rank batch x ranks; rank r takes rows [r*B, (r+1)*B); worker w of the
+  rank's W builds batches start+w, start+w+W, ... and the DataLoader takes them round-robin, in order.
+- Each reader fetches only its own rows, one positioned read per sample from the shard's index
+  (pipeline.data.samples), so across all ranks and workers each sample's bytes are read once per epoch, with
+  any number of shards (fewer than readers too) and any shard sizes.
+- Batches per epoch = samples // G from stats.json, equal on every rank. The last samples % G positions of
+  the epoch's order (fewer than one global batch; other samples each epoch) are not used, and counted.
+- A batch is a pure function of (seed, epoch, batch index); the number of ranks and workers only splits it.
+  A run resumed at (epoch, batch) gets the batches an uninterrupted run would have seen, also at another
+  world size: nothing repeated, nothing skipped.
+- Augmentation is seeded per sample from (seed, epoch, position), so it too ignores the layout; the caller's
+  torch/python RNG states are restored after each batch, so the loader never disturbs the training RNG.
+- A sample whose image does not decode (`skipped`) or that its shard no longer holds (`lost`: missing, cut
+  short or damaged since the data stage) is replaced by a copy of a good sample of the same local batch,
+  which keeps batch shapes equal on every rank (gathers need that); both are counted in metrics.jsonl.
 """
 from __future__ import annotations
 
-import io
-import itertools
 import json
 import random
-import tarfile
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset import tariterators
 
 from ..errors import UserError
+from .counters import COUNTERS, LoaderCounters  # noqa: F401  (LoaderCounters: re-exported for the trainer)
+from .images import TrainImages
+from .order import EpochOrder
+from .samples import SampleReader
+from .tarindex import IMAGE_EXTENSIONS
 
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+CAPTIONS = ("txt", "title_or_description")  # stats.json `caption`: how a sample's caption is formed
 
 
-def read_stats(path: str | Path) -> tuple[list[Path], int]:
-    """(shard paths, sample count) from an image_text stats.json; the count is the loader's truth."""
-    shards, samples, _ = read_stats_counts(path)
-    return shards, samples
+@dataclass(frozen=True)
+class TrainData:
+    """What the loader takes from an image_text stats.json."""
+    shards: tuple[Path, ...]
+    counts: tuple[int, ...]
+    samples: int
+    caption: str = "txt"
 
 
-def read_stats_counts(path: str | Path) -> tuple[list[Path], int, list[int]]:
-    """(shard paths, sample count, samples per shard) from an image_text stats.json."""
+def read_train_data(path: str | Path) -> TrainData:
+    """Shards, per-shard sample counts and the caption rule of an image_text stats.json (the loader's truth)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: training data stats not found (run the data stage first)")
@@ -61,21 +63,38 @@ def read_stats_counts(path: str | Path) -> tuple[list[Path], int, list[int]]:
     samples = stats.get("samples")
     if not isinstance(samples, int) or samples < 1:
         raise UserError(f"{path}: samples: expected a positive integer, got {samples!r}")
+    caption = stats.get("caption", "txt")
+    if caption not in CAPTIONS:
+        raise UserError(f"{path}: caption: expected one of {', '.join(CAPTIONS)}, got {caption!r}")
     shards, counts = [], []
     for i, shard in enumerate(stats.get("shards") or []):
         shard_path = path.parent / shard["path"]
         if not shard_path.is_file():
             raise UserError(f"{path}: shards.{i}.path: {shard_path} does not exist")
+        count = shard.get("samples")
+        if not isinstance(count, int) or count < 1:
+            raise UserError(f"{path}: shards.{i}.samples: expected a positive integer, got {count!r}")
         shards.append(shard_path)
-        counts.append(int(shard.get("samples", 0)))
+        counts.append(count)
     if not shards:
         raise UserError(f"{path}: shards: no shards listed")
-    return shards, samples, counts
+    if sum(counts) != samples:
+        raise UserError(f"{path}: samples: {samples}, but the shards list {sum(counts)}")
+    return TrainData(tuple(shards), tuple(counts), samples, caption)
+
+
+def read_stats(path: str | Path) -> tuple[list[Path], int]:
+    """(shard paths, sample count) from an image_text stats.json."""
+    data = read_train_data(path)
+    return list(data.shards), data.samples
 
 
 def train_transform(*, image_size: int, augment) -> Callable:
     """open_clip's own train transform (image_transform + AugmentationCfg) for a stage's `augment` settings:
-    RandomResizedCrop (bicubic), colour jitter with a probability, grayscale with a probability, CLIP mean/std."""
+    RandomResizedCrop (bicubic), colour jitter with a probability, grayscale with a probability, CLIP mean/std.
+    The loader computes it with pipeline.data.images.TrainImages (same distribution, less cost)."""
+    import warnings
+
     from open_clip.transform import AugmentationCfg, image_transform
 
     cfg = AugmentationCfg(scale=tuple(augment.scale),
@@ -96,33 +115,27 @@ def _mix(*numbers: int) -> int:
     return value & 0x7FFFFFFFFFFFFFFF
 
 
-def _raw_samples(shard: Path) -> Iterator[dict]:
-    """Grouped raw samples of one tar ({__key__, jpg: bytes, txt: bytes, ...}); a truncated or
-    corrupt shard ends early with a warning instead of stopping training."""
-    try:
-        with open(shard, "rb") as f:
-            stream = tariterators.tar_file_expander([{"stream": f, "url": str(shard)}])
-            for sample in tariterators.group_by_keys(stream):
-                image_key = next((k for k in IMAGE_KEYS if k in sample), None)
-                if image_key is not None and "txt" in sample:
-                    yield {"image": sample[image_key], "txt": sample["txt"], "key": sample["__key__"]}
-    except (tarfile.TarError, OSError, ValueError) as exc:
-        warnings.warn(f"{shard}: unreadable from here on, rest of shard skipped ({exc})")
+def pick_caption(members: dict, rule: str, seed: int) -> str:
+    """The sample's caption: its .txt, or (title_or_description, YFCC15M as SLIP trains on it) the title or
+    the description from its .json, 50/50 per sample and epoch from `seed`; when one is empty the other."""
+    if rule == "title_or_description" and "json" in members:
+        meta = json.loads(bytes(members["json"]))
+        choices = [t for t in (meta.get("title") or "", meta.get("description") or "") if t.strip()]
+        if choices:
+            return choices[seed & 1 if len(choices) == 2 else 0].strip()
+    return bytes(members.get("txt", b"")).decode("utf-8", errors="replace").strip()
 
 
 class ShardStream(IterableDataset):
     """Batches (dicts of tensors) of one rank for one epoch, starting at a given batch index."""
 
-    def __init__(self, *, shards: list[Path], samples: int, batch_size: int, rank: int, world_size: int,
-                 seed: int, image_transform: Callable, text_transform: Callable,
-                 view_maker: Callable | None = None, caption_augmenter: Callable | None = None,
-                 shuffle_buffer: int = 2000, resampled: bool = False, shard_counts: list[int] | None = None):
-        self.shards, self.samples, self.batch_size = list(shards), samples, batch_size
-        self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.image_transform, self.text_transform = image_transform, text_transform
+    def __init__(self, *, data: TrainData, batch_size: int, rank: int, world_size: int, seed: int,
+                 shuffle_shards: int, images: TrainImages, text_transform: Callable,
+                 view_maker: Callable | None = None, caption_augmenter: Callable | None = None):
+        self.data, self.batch_size, self.rank, self.world_size = data, batch_size, rank, world_size
+        self.seed, self.shuffle_shards = seed, shuffle_shards
+        self.images, self.text_transform = images, text_transform
         self.view_maker, self.caption_augmenter = view_maker, caption_augmenter
-        self.shuffle_buffer = shuffle_buffer
-        self.resampled, self.shard_counts = resampled, list(shard_counts or [0] * len(self.shards))
         self.epoch, self.start_batch = 0, 0
 
     @property
@@ -130,158 +143,155 @@ class ShardStream(IterableDataset):
         return self.batch_size * self.world_size
 
     def batches_per_epoch(self) -> int:
-        return self.samples // self.global_batch
+        return self.data.samples // self.global_batch
+
+    def unused_per_epoch(self) -> int:
+        return self.data.samples - self.batches_per_epoch() * self.global_batch
 
     def set_position(self, epoch: int, start_batch: int) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def raw_stream(self, epoch: int) -> Iterator[dict]:
-        """The epoch's sample order: permuted shards through a seeded shuffle buffer."""
-        rng = random.Random(_mix(self.seed, epoch, 1))
-        order = list(self.shards)
-        rng.shuffle(order)
-        buffer: list[dict] = []
-        for shard in order:
-            for sample in _raw_samples(shard):
-                buffer.append(sample)
-                if len(buffer) >= self.shuffle_buffer:
-                    i = rng.randrange(len(buffer))
-                    buffer[i], buffer[-1] = buffer[-1], buffer[i]
-                    yield buffer.pop()
-        rng.shuffle(buffer)
-        yield from buffer
+    def order(self, epoch: int) -> EpochOrder:
+        return EpochOrder(self.data.counts, seed=self.seed, epoch=epoch, shuffle_shards=self.shuffle_shards)
+
+    def positions(self, index: int) -> range:
+        """This rank's positions of global batch `index` in the epoch's order."""
+        first = index * self.global_batch + self.rank * self.batch_size
+        return range(first, first + self.batch_size)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        if self.resampled:
-            yield from self.resampled_batches(worker, workers)
-            return
-        group: list[dict] = []
-        index = 0
-        for sample in self.raw_stream(self.epoch):
-            group.append(sample)
-            if len(group) < self.global_batch:
-                continue
-            if index >= self.start_batch and (index - self.start_batch) % workers == worker:
-                rows = group[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-                yield self.decode_batch(index, rows)
-            group, index = [], index + 1
-            if index >= self.batches_per_epoch():
-                return
+        # a rank's rows of one batch lie in one group of shards, or two at a boundary: keep both open
+        order, reader = self.order(self.epoch), SampleReader(list(self.data.shards), keep_open=2 * self.shuffle_shards)
+        try:
+            for index in range(self.start_batch + worker, self.batches_per_epoch(), workers):
+                rows = self.positions(index)
+                shards, indices = order.rows(rows.start, rows.stop)
+                yield self.decode_batch(index, rows, shards.tolist(), indices.tolist(), reader)
+        finally:
+            reader.close()
 
-    def lane_samples(self, epoch: int, lane: int, skip: int) -> Iterator[dict]:
-        """Resampled mode: one lane's endless stream of this rank's samples - shards drawn with
-        replacement, each shuffled - starting `skip` samples in. Whole shards are skipped by their
-        stats.json counts without being read, so resuming costs at most one shard read per lane."""
-        misses = 0
-        for k in itertools.count():
-            rng = random.Random(_mix(self.seed, epoch, self.rank, lane, k, 3))
-            i = rng.randrange(len(self.shards))
-            if 0 < self.shard_counts[i] <= skip:
-                skip -= self.shard_counts[i]
-                continue
-            samples = list(_raw_samples(self.shards[i]))
-            misses = 0 if samples else misses + 1
-            if misses > 100:
-                raise UserError(f"training data: 100 shards in a row without a readable sample ({self.shards[i]})")
-            rng.shuffle(samples)
-            yield from samples[skip:]
-            skip = max(0, skip - len(samples))
-
-    def resampled_batches(self, worker: int, workers: int) -> Iterator[dict]:
-        """Worker w builds batches start+w, start+w+W, ... from lane (start+w) mod W; a lane's stream
-        depends only on (seed, epoch, rank, lane), so resuming with the same W gives the same batches."""
-        first = self.start_batch + worker
-        stream = self.lane_samples(self.epoch, first % workers, skip=(first // workers) * self.batch_size)
-        for index in range(first, self.batches_per_epoch(), workers):
-            yield self.decode_batch(index, list(itertools.islice(stream, self.batch_size)))
-
-    def decode_batch(self, index: int, rows: list[dict]) -> dict:
+    def decode_batch(self, index: int, rows: range, shards: list[int], indices: list[int],
+                     reader: SampleReader) -> dict:
         """Tensors of one local batch; RNG seeded per sample, caller's RNG states put back after."""
         torch_state, python_state = torch.get_rng_state(), random.getstate()
         try:
-            return self._decode_rows(index, rows)
+            return self._decode_rows(index, rows, shards, indices, reader)
         finally:
             torch.set_rng_state(torch_state)
             random.setstate(python_state)
 
-    def _decode_rows(self, index: int, rows: list[dict]) -> dict:
-        images, views, captions, bad = [], [], [], []
-        first_row = index * self.global_batch + self.rank * self.batch_size
-        for j, raw in enumerate(rows):
-            seed = _mix(self.seed, self.epoch, first_row + j)
-            torch.default_generator.manual_seed(seed)  # CPU generator only: torch.manual_seed costs ~3 ms
-            random.seed(seed)
-            try:
-                with Image.open(io.BytesIO(raw["image"])) as img:
-                    img = img.convert("RGB")
-            except Exception:  # PIL raises many types for corrupt bytes
-                bad.append(raw["key"])
+    def _decode_rows(self, index: int, rows: range, shards: list[int], indices: list[int],
+                     reader: SampleReader) -> dict:
+        buffer = self.images.buffer(len(rows))
+        good, captions, views, skipped, lost, where = [], [], [], 0, 0, set()
+        for position, s, i in zip(rows, shards, indices):
+            seed = _mix(self.seed, self.epoch, position)
+            sample = reader.read(s, i)
+            if sample is None:
+                lost += 1
+                where.add(str(self.data.shards[s]))
                 continue
-            images.append(self.image_transform(img))
+            key, members = sample
+            image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
+            torch.default_generator.manual_seed(seed)  # CPU generator only: torch.manual_seed costs ~3 ms
+            if self.images.uses_python_random:
+                random.seed(seed)
+            try:
+                full = self.images.decode(image, buffer[len(good)], keep_full=self.view_maker is not None)
+            except Exception:  # PIL raises many types for corrupt bytes; a missing image is a TypeError
+                skipped += 1
+                where.add(f"{self.data.shards[s]} key {key.decode(errors='replace')}")
+                continue
             if self.view_maker is not None:
-                views.append(self.view_maker(img))
-            captions.append(raw["txt"].decode("utf-8", errors="replace").strip())
-        if not images:
-            raise UserError(f"training data: no decodable image in batch {index} of epoch {self.epoch} "
-                            f"(keys {', '.join(bad[:3])}...)")
-        for k in range(len(bad)):  # keep the batch shape: fill with copies of good rows
-            images.append(images[k % len(captions)])
-            captions.append(captions[k % len(captions)])
-            if self.view_maker is not None:
-                views.append(views[k % len(views)])
-        torch.default_generator.manual_seed(_mix(self.seed, self.epoch, index, self.rank, 2))
-        batch = {"image": torch.stack(images), "text": self.text_transform(captions),
-                 "skipped": torch.tensor(len(bad))}
-        if self.view_maker is not None:
+                views.append(self.view_maker(full))
+            caption = pick_caption(members, self.data.caption, _mix(self.seed, self.epoch, position, 4))
+            if self.caption_augmenter is not None:
+                torch.default_generator.manual_seed(_mix(self.seed, self.epoch, position, 2))
+                caption = (caption, self.caption_augmenter([caption])[0])
+            good.append(position)
+            captions.append(caption)
+        if not good:
+            raise UserError(f"training data: no readable, decodable image in batch {index} of epoch {self.epoch} "
+                            f"({', '.join(sorted(where)[:3])})")
+        n = len(good)
+        for k in range(len(rows) - n):  # keep the batch shape: fill with copies of good rows
+            buffer[n + k] = buffer[k % n]
+            captions.append(captions[k % n])
+            if views:
+                views.append(views[k % n])
+        texts = [c[0] for c in captions] if self.caption_augmenter is not None else captions
+        read = reader.counts.take()
+        counts = {"skipped": skipped, "lost": lost, "read_bytes": read.bytes_read,
+                  "read_shards": read.shards_opened, "read_samples": read.samples_read}
+        batch = {"image": buffer, "text": self.text_transform(texts),
+                 "loader": torch.tensor([counts[k] for k in COUNTERS], dtype=torch.int64)}
+        if views:
             batch["views"] = torch.stack(views)
         if self.caption_augmenter is not None:
-            batch["text_aug"] = self.text_transform(self.caption_augmenter(captions))
+            batch["text_aug"] = self.text_transform([c[1] for c in captions])
         return batch
 
 
 class TrainLoader:
     """Epoch-by-epoch batches of one rank; `epoch(e, start)` resumes at any batch index."""
 
-    def __init__(self, dataset: ShardStream, *, workers: int, pin_memory: bool = False):
-        self.dataset, self.workers, self.pin_memory = dataset, workers, pin_memory
+    def __init__(self, dataset: ShardStream, *, workers: int, pin_memory: bool = False,
+                 device: torch.device | str = "cpu"):
+        self.dataset, self.workers, self.pin_memory, self.device = dataset, workers, pin_memory, torch.device(device)
 
     @property
     def samples(self) -> int:
-        return self.dataset.samples
+        return self.dataset.data.samples
 
     def batches_per_epoch(self) -> int:
         return self.dataset.batches_per_epoch()
 
+    def unused_per_epoch(self) -> int:
+        return self.dataset.unused_per_epoch()
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         self.dataset.set_position(epoch, start_batch)
+        if start_batch and self.dataset.rank == 0:
+            print(f"loader: epoch {epoch} resumes at batch {start_batch}; batches do not depend on the number of "
+                  f"ranks ({self.dataset.world_size} now) or workers, so nothing is repeated or skipped", flush=True)
         remaining = self.batches_per_epoch() - start_batch
-        # no idle worker processes; resampled lanes are tied to the worker count, so it stays fixed
-        workers = self.workers if self.dataset.resampled else max(0, min(self.workers, remaining))
         # An own generator: creating the iterator must not draw from torch's global RNG, which the
         # trainer checkpoints for patch and MLM masks (else a resumed run would see other masks).
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
-                            persistent_workers=False, generator=torch.Generator())
-        return iter(loader)
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=max(0, min(self.workers, remaining)),
+                            pin_memory=self.pin_memory, persistent_workers=False, generator=torch.Generator())
+        return (self.finish(batch) for batch in loader)
+
+    def finish(self, batch: dict) -> dict:
+        """The batch on the training device, images normalised there (they cross from the workers as uint8);
+        the loader's counts stay on the CPU (counting them then needs no device sync)."""
+        batch = {k: v if k == "loader" else v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch["image"] = self.dataset.images.normalize(batch["image"], self.device)
+        return batch
 
 
 def build_train_loader(*, stats_path: str | Path, image_size: int, augment, text_transform: Callable,
-                       batch_size: int, rank: int,
-                       world_size: int, seed: int, workers: int, view_maker: Callable | None = None,
-                       caption_augmenter: Callable | None = None, resampled: bool = False,
-                       pin_memory: bool = False) -> TrainLoader:
+                       batch_size: int, rank: int, world_size: int, seed: int, workers: int,
+                       shuffle_shards: int, view_maker: Callable | None = None,
+                       caption_augmenter: Callable | None = None, pin_memory: bool = False,
+                       device: torch.device | str = "cpu") -> TrainLoader:
     """A rank's loader; batch_size is per rank and per micro-batch; augment is a stage's `augment` section
-    (scale, color_jitter, color_jitter_prob, gray_scale_prob). view_maker (PIL image ->
-    [V, 3, H, W]) adds batch["views"]; caption_augmenter (captions -> captions) adds batch["text_aug"]
-    (see pipeline.data.views for both)."""
-    shards, samples, counts = read_stats_counts(stats_path)
-    if samples < batch_size * world_size:
-        raise UserError(f"{stats_path}: samples: {samples} is fewer than one global batch "
+    (scale, color_jitter, color_jitter_prob, gray_scale_prob); shuffle_shards is the stage's. view_maker
+    (PIL image -> [V, 3, H, W]) adds batch["views"]; caption_augmenter (captions -> captions) adds
+    batch["text_aug"] (see pipeline.data.views for both). batch["loader"] holds the COUNTERS. Batches arrive on
+    `device` (the images normalised there)."""
+    data = read_train_data(stats_path)
+    if data.samples < batch_size * world_size:
+        raise UserError(f"{stats_path}: samples: {data.samples} is fewer than one global batch "
                         f"({batch_size * world_size})")
-    dataset = ShardStream(shards=shards, samples=samples, batch_size=batch_size, rank=rank,
-                          world_size=world_size, seed=seed, text_transform=text_transform,
-                          image_transform=train_transform(image_size=image_size, augment=augment),
-                          view_maker=view_maker, caption_augmenter=caption_augmenter, resampled=resampled,
-                          shard_counts=counts)
-    return TrainLoader(dataset, workers=workers, pin_memory=pin_memory)
+    images = TrainImages(train_transform(image_size=image_size, augment=augment))
+    dataset = ShardStream(data=data, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed,
+                          shuffle_shards=shuffle_shards, images=images, text_transform=text_transform,
+                          view_maker=view_maker, caption_augmenter=caption_augmenter)
+    loader = TrainLoader(dataset, workers=workers, pin_memory=pin_memory, device=device)
+    if rank == 0:
+        print(f"loader: {data.samples} samples in {len(data.shards)} shards, {loader.batches_per_epoch()} batches "
+              f"of {batch_size * world_size} per epoch ({world_size} ranks x {max(1, workers)} readers each), "
+              f"{loader.unused_per_epoch()} unused per epoch", flush=True)
+    return loader

@@ -2,7 +2,8 @@
 
 Runs img2dataset in incremental mode, so a rerun after a kill keeps every finished shard (one with its
 NNNNN_stats.json) and fetches only the rest. Each tar's headers are then walked to its end; a truncated,
-missing or short shard has its files removed and img2dataset is run again for just those shards.
+missing or short shard has its files removed and img2dataset is run again for just those shards. A good
+shard gets its sample index (byte ranges in key order, pipeline.data.tarindex) written beside it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from ..config import to_dict
 from ..errors import UserError
 from .failures import fold_status
+from .tarindex import INDEX_SUFFIX, build_index, write_index
 from .urls import UrlList
 
 SETTINGS_MARK = ".clipforge_settings"  # not *.json: img2dataset treats every *.json in the folder as a done shard
@@ -68,7 +70,14 @@ def connect_distributor(distributor: str) -> None:
             builder = builder.master(os.environ["CLIPFORGE_SPARK_MASTER"])
         builder.getOrCreate()  # img2dataset uses the active session
     elif not module.is_initialized():
-        module.init(address=os.environ.get("RAY_ADDRESS"))
+        # RAY_ADDRESS set: join that cluster (docs/data.md); else a local one. The workers run with the
+        # cluster's environment, so the variables the download needs travel with the job.
+        env = {"NO_ALBUMENTATIONS_UPDATE": "1"}  # img2dataset imports albumentations, which phones home
+        try:
+            module.init(address=os.environ.get("RAY_ADDRESS"), runtime_env={"env_vars": env})
+        except ConnectionError as exc:
+            raise UserError(f"img2dataset.distributor: ray: cannot reach the cluster at "
+                            f"{os.environ.get('RAY_ADDRESS')} ({exc})") from None
 
 
 def run_img2dataset(*, url_list: UrlList, shards_dir: Path, settings) -> None:
@@ -110,68 +119,10 @@ def prepare_shards_dir(*, url_list: UrlList, shards_dir: Path, settings) -> None
     mark_path.write_text(mark)
 
 
-def _octal(field: bytes) -> int:
-    """A numeric tar header field: octal text, or GNU base-256 when the top bit is set."""
-    if field[0] & 0x80:
-        return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
-
-
-def _header(block: bytes, offset: int) -> tuple[bytes, int, bytes]:
-    """(typeflag, data size, ustar name) of one 512-byte header, checksum verified."""
-    stored = _octal(block[148:156])
-    if stored != sum(block[:148]) + 256 + sum(block[156:]):  # checksum field counts as 8 spaces
-        raise tarfile.ReadError(f"bad header checksum at byte {offset}")
-    name = block[:100].split(b"\0", 1)[0]
-    if block[257:262] == b"ustar" and block[345]:
-        name = block[345:500].split(b"\0", 1)[0] + b"/" + name
-    return block[156:157], _octal(block[124:136]), name
-
-
-def _long_name(typeflag: bytes, data: bytes) -> bytes | None:
-    """The member name a pax ('x') or GNU long-name ('L') header gives the next member."""
-    if typeflag == b"L":
-        return data.split(b"\0", 1)[0]
-    for record in data.split(b"\n"):
-        _, _, keyvalue = record.partition(b" ")
-        if keyvalue.startswith(b"path="):
-            return keyvalue[5:]
-    return None
-
-
 def tar_samples(path: Path) -> int:
-    """Samples (distinct keys with a .jpg) in one webdataset tar, walking every header to the end.
-
-    Each header's checksum is verified and each member's data must lie inside the file, before the closing
-    zero blocks; data is seeked over, so a 10,000-sample shard is checked without reading its images
-    (about ten times faster than tarfile's member parsing). Raises tarfile.ReadError on a cut or corrupt tar.
-    """
-    size = path.stat().st_size
-    if size < 1024 or size % 512:
-        raise tarfile.ReadError(f"size {size} is not a whole number of tar blocks")
-    keys, offset, next_name = set(), 0, None
-    with open(path, "rb") as f:
-        f.seek(size - 1024)
-        if f.read(1024) != bytes(1024):  # a closed tar ends with two zero blocks; a cut one does not
-            raise tarfile.ReadError("no end-of-archive marker (cut short)")
-        while True:
-            f.seek(offset)
-            block = f.read(512)
-            if block == bytes(512):
-                return len(keys)
-            typeflag, length, name = _header(block, offset)
-            offset = offset + 512 + -(-length // 512) * 512
-            if offset > size - 1024:
-                raise tarfile.ReadError(f"{name.decode(errors='replace')}: data runs past the end of the file")
-            if typeflag in (b"x", b"L"):
-                next_name = _long_name(typeflag, f.read(length))
-            elif typeflag in (b"0", b"\0", b"7"):
-                member = next_name or name
-                next_name = None
-                stem, _, ext = member.rpartition(b"/")[2].partition(b".")
-                if ext == b"jpg":
-                    keys.add(stem)
+    """Samples (distinct keys with an image) in one webdataset tar, every header walked to the end
+    (tarindex.build_index, strict). Raises tarfile.ReadError on a cut or corrupt tar."""
+    return len(build_index(path))
 
 
 def shard_name(shard_id: int) -> str:
@@ -187,18 +138,20 @@ def check_shard(shards_dir: Path, shard_id: int) -> ShardCheck:
         return ShardCheck(shard_id, 0, f"{stats_file.name} missing or unreadable ({type(exc).__name__})")
     tar = shards_dir / f"{name}.tar"
     try:
-        found = tar_samples(tar)
+        ranges = build_index(tar)
     except (OSError, tarfile.TarError) as exc:
         return ShardCheck(shard_id, 0, f"{tar.name} unreadable: {exc}")
+    found = len(ranges)
     if found != expected:
         return ShardCheck(shard_id, found, f"{tar.name} holds {found} samples, img2dataset stored {expected}")
+    write_index(tar, ranges)  # the loader reads samples by these byte ranges, in key order
     return ShardCheck(shard_id, found, None)
 
 
 def remove_shard(shards_dir: Path, shard_id: int) -> None:
     """Drop every file of one shard so img2dataset's incremental mode fetches it again."""
     name = shard_name(shard_id)
-    for suffix in ("_stats.json", ".tar", ".parquet"):
+    for suffix in ("_stats.json", ".tar", ".parquet", INDEX_SUFFIX):
         (shards_dir / f"{name}{suffix}").unlink(missing_ok=True)
 
 
@@ -229,9 +182,11 @@ def build_shards(*, url_list: UrlList, shards_dir: Path, settings) -> list[Shard
                     f"{bad[0].problem}")
 
 
-def aggregate(*, shards_dir: Path, checks: list[ShardCheck], rows: int) -> dict:
-    """Per-shard stats files -> samples, failures by reason, shard list (relative to the data folder)."""
-    failed: dict[str, int] = {}
+def aggregate(*, shards_dir: Path, checks: list[ShardCheck], rows: int, dropped: dict[str, int] | None = None) -> dict:
+    """Per-shard stats files -> samples, failures by reason, shard list (relative to the data folder).
+    `rows` is the url list's length; `dropped` the input rows the reader left out, by reason: they are
+    failures too, so samples + failed = input rows = rows + dropped."""
+    failed: dict[str, int] = dict(dropped or {})
     samples = 0
     for c in checks:
         stats = json.loads((shards_dir / f"{shard_name(c.shard_id)}_stats.json").read_text())
@@ -241,8 +196,9 @@ def aggregate(*, shards_dir: Path, checks: list[ShardCheck], rows: int) -> dict:
         if unaccounted > 0:  # img2dataset counts a sample whose write raised in none of its buckets
             failed["other"] = failed.get("other", 0) + unaccounted
         samples += c.samples
-    if samples + sum(failed.values()) != rows:
-        raise UserError(f"{shards_dir}: {samples} stored + {sum(failed.values())} failed != {rows} input rows")
+    input_rows = rows + sum((dropped or {}).values())
+    if samples + sum(failed.values()) != input_rows:
+        raise UserError(f"{shards_dir}: {samples} stored + {sum(failed.values())} failed != {input_rows} input rows")
     shards = [{"path": f"{shards_dir.name}/{shard_name(c.shard_id)}.tar", "samples": c.samples}
               for c in checks if c.samples > 0]
-    return {"samples": samples, "input_rows": rows, "failed": dict(sorted(failed.items())), "shards": shards}
+    return {"samples": samples, "input_rows": input_rows, "failed": dict(sorted(failed.items())), "shards": shards}

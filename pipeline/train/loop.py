@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..config import Experiment, to_dict
-from ..data.loader import build_train_loader
+from ..data.loader import LoaderCounters, build_train_loader
 from ..errors import UserError
 from ..methods import create_method
 from ..models import create_model, image_size_of, context_length_of, load_checkpoint, resolve_model_config
@@ -196,11 +196,10 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
     method.to(device)
     loader = build_train_loader(
         stats_path=train_data, image_size=image_size_of(model_config), augment=stage.augment,
-        seed=stage.seed, workers=stage.workers,
-        resampled=stage.resampled_shards,
+        seed=stage.seed, workers=stage.workers, shuffle_shards=stage.shuffle_shards,
         text_transform=build_text_transform(stage.text_reduction, context_length_of(model_config)),
         batch_size=stage.batch_size // (world_size * stage.grad_accum_steps), rank=rank, world_size=world_size,
-        pin_memory=device.type == "cuda", **method_hooks(experiment, method, image_size_of(model_config)))
+        pin_memory=device.type == "cuda", device=device, **method_hooks(experiment, method, image_size_of(model_config)))
     steps = total_steps(data_samples=loader.samples, batch_size=stage.batch_size, epochs=stage.epochs,
                         samples=stage.samples)
     named = list(model.named_parameters()) + [(f"method.{n}", p) for n, p in method.named_parameters()]
@@ -242,14 +241,14 @@ def run_steps(module, model, optimizer, scheduler, scaler, loader, position: Pos
     main = distributed.is_main()
     log = MetricsLog(folder, resume_step=position.step, enabled=main)
     stream = micro_batches(loader, position)
-    per_epoch, skipped = loader.batches_per_epoch(), 0
+    per_epoch, counters = loader.batches_per_epoch(), LoaderCounters(unused_per_epoch=loader.unused_per_epoch())
     tick, tick_samples = time.perf_counter(), position.samples_seen
     module.train()
     while position.step < steps:
         batches = []
         for _ in range(stage.grad_accum_steps):
             epoch, index, batch = next(stream)
-            skipped += int(batch["skipped"])
+            counters.take(batch, epoch)  # removes batch["loader"]
             batches.append(batch)
         position.epoch, position.batch = divmod(epoch * per_epoch + index + 1, per_epoch)
         scheduler.step_update(position.step + 1)
@@ -261,7 +260,7 @@ def run_steps(module, model, optimizer, scheduler, scaler, loader, position: Pos
             now = time.perf_counter()
             record = {"step": position.step, "samples": position.samples_seen, "epoch": position.epoch,
                       "lr": optimizer.param_groups[0]["lr"], "samples_per_s": (position.samples_seen - tick_samples) / (now - tick),
-                      "skipped": skipped, **values}
+                      **counters.flush(device), **values}
             tick, tick_samples = now, position.samples_seen
             log.log(record)
             if main:

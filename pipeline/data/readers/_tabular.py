@@ -30,9 +30,9 @@ def expand_sources(dataset, base_dir: Path, suffix: str) -> list[Path]:
     return paths
 
 
-def stream_tsv(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+def stream_tsv(path: Path, columns: list[str], dropped: dict[str, int] | None = None) -> Iterator[pa.RecordBatch]:
     """Headerless tsv (optionally .gz / .bz2) as string batches; rows with a wrong field count are skipped
-    and counted, since the released files contain a few broken lines."""
+    (the released files contain a few broken lines) and counted in dropped["malformed_line"]."""
     skipped = 0
 
     def skip(_row) -> str:
@@ -53,6 +53,8 @@ def stream_tsv(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
                         f"({str(exc).splitlines()[0]}) (field sources)") from None
     if skipped:
         print(f"{path}: skipped {skipped} malformed lines", flush=True)
+        if dropped is not None:
+            dropped["malformed_line"] = dropped.get("malformed_line", 0) + skipped
 
 
 def first_line_fields(path: Path) -> int:

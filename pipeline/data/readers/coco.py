@@ -1,7 +1,8 @@
 """`reader: coco`: COCO captions (captions_train2017.json): one sample per image, all its captions kept.
 
 The sample's .txt is the image's first caption (by annotation id); every caption is saved in the json as
-`captions` (a JSON list), so a loader can draw one at random as SLIP does. Images come from coco_url,
+`captions` (a JSON list), so a loader can draw one at random as SLIP does. An image without a caption is
+counted (missing_caption) and left out. Images come from coco_url,
 or from `image_root`/file_name when the images are already on disk.
 """
 from __future__ import annotations
@@ -26,10 +27,8 @@ def coco_table(data: dict, path: Path, image_root: Path | None) -> pa.Table:
         rows = []
         for image in sorted(data["images"], key=lambda im: im["id"]):
             texts = [c for _, c in sorted(captions.get(image["id"], []))]
-            if not texts:
-                continue
             url = (image_root / image["file_name"]).as_uri() if image_root else image["coco_url"]
-            rows.append((url, texts[0], str(image["id"]), json.dumps(texts)))
+            rows.append((url, texts[0] if texts else "", str(image["id"]), json.dumps(texts)))  # "": counted
     except (KeyError, TypeError) as exc:
         raise UserError(f"{path}: not a COCO captions file (missing {exc}) (field sources)") from None
     cols = list(zip(*rows)) if rows else [[], [], [], []]

@@ -15,14 +15,15 @@ from ._registry import register, require_sources
 from ._tabular import expand_sources, stream_tsv
 
 
-def _tsv_chunks(dataset, base_dir: Path, columns: list[str]) -> Iterator[pa.Table]:
+def _tsv_chunks(dataset, base_dir: Path, columns: list[str]) -> Iterator[pa.Table | dict[str, int]]:
     for file_index, path in enumerate(expand_sources(dataset, base_dir, ".tsv")):
-        line = 0
-        for batch in stream_tsv(path, columns):
+        line, dropped = 0, {}
+        for batch in stream_tsv(path, columns, dropped):
             n = batch.num_rows
             keys = pa.array([f"{file_index}_{i}" for i in range(line, line + n)], pa.string())
             line += n
             yield pa.table({"url": batch.column("url"), "caption": batch.column("caption"), "key": keys})
+        yield dropped  # its malformed lines, counted in stats.json
 
 
 @register("cc3m", kinds=("image_text",))

@@ -26,7 +26,7 @@ def _chunks(dataset, base_dir: Path) -> Iterator[pa.Table]:
             raise UserError(f"{path}: no annotations list (field sources)")
         try:
             yield pa.table({
-                "url": pa.array([a["url"] for a in annotations], pa.string()),
+                "url": pa.array([a.get("url") or "" for a in annotations], pa.string()),  # none: empty_url
                 "caption": pa.array([a.get(field) or "" for a in annotations], pa.string()),
                 "key": pa.array([str(a["image_id"]) for a in annotations], pa.string()),
                 "subreddit": pa.array([a.get("subreddit") or "" for a in annotations], pa.string()),

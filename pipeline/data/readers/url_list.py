@@ -34,10 +34,12 @@ def column(table: pa.Table, name: str, path: Path) -> list[str]:
 
 
 def _chunks(dataset, base_dir: Path):
+    row = 0
     for source in dataset.sources:
         path = existing_file(source, base_dir, dataset)
         table = read_table(path)
-        yield url_table(column(table, "url", path), column(table, "caption", path))
+        yield url_table(column(table, "url", path), column(table, "caption", path), first_row=row)
+        row += table.num_rows
 
 
 @register("url_list", kinds=("image_text",))
