@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..models import image_size_of
-from ..utils.io import torch_save
+from ..utils.io import torch_load, torch_save
 from ._datasets import classification_dataset
 
 
@@ -74,12 +74,9 @@ def cached_features(*, model, model_config: dict, checkpoint: str | Path, stats_
     if cache_dir is not None:
         path = Path(cache_dir) / f"{Path(stats_path).parent.name}-{cache_key(checkpoint, stats_path)}.pt"
         if path.is_file():
-            try:
-                blob = torch.load(path, map_location="cpu", weights_only=True)
-                print(f"features: reusing {path}")
-                return blob["features"], blob["labels"], classes
-            except Exception as exc:  # a truncated cache is rebuilt, not trusted
-                print(f"features: ignoring unreadable cache {path} ({type(exc).__name__})")
+            blob = torch_load(path, "feature cache")  # written atomically: a file here is whole, or refused
+            print(f"features: reusing {path}")
+            return blob["features"], blob["labels"], classes
     model = model.to(device).eval()
     feats, labels = image_features(model, dataset, batch_size, workers, device,
                                    desc=f"features {Path(stats_path).parent.name}")

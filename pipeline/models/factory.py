@@ -18,7 +18,7 @@ import open_clip
 import torch
 
 from ..errors import UserError
-from ..utils.io import write_text
+from ..utils.io import torch_load, write_text
 
 PROJECT_CONFIGS = Path(__file__).with_name("configs")
 if PROJECT_CONFIGS.is_dir():
@@ -76,14 +76,9 @@ def context_length_of(model_config: dict) -> int:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint with weights_only=True: no pickled code from a file ever runs."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated / not a torch file
-        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    """Read a checkpoint with weights_only=True: no pickled code from a file ever runs (a file that carries
+    some is refused with one line naming it). Every checkpoint reader of the package goes through here."""
+    return torch_load(path, "checkpoint")
 
 
 @dataclass
