@@ -35,6 +35,18 @@ def write_error(path: str | Path, exc: OSError) -> UserError:
     return UserError(f"{path}: cannot write ({reason}); nothing was written there")
 
 
+def refused_write(exc: BaseException) -> OSError | None:
+    """The file system's refusal behind `exc`, if any: libraries re-raise it as their own error (torch's zip
+    writer raises a RuntimeError while an OSError(ENOSPC) is being handled), so the chain is searched."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (a node crash right after it keeps the new file)."""
     try:
@@ -74,9 +86,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
-        if exc.errno in WRITE_ERRORS:
-            raise write_error(path, exc) from None
+    except Exception as exc:
+        refusal = refused_write(exc)
+        if refusal is not None:
+            raise write_error(path, refusal) from None
         raise
     finally:
         try:
@@ -126,8 +139,7 @@ def torch_save(obj: Any, path: str | Path) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        # through a Python file object, so a full disk surfaces as OSError (ENOSPC), not as torch's RuntimeError
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb") as f:  # a Python file object: a full disk raises OSError(ENOSPC) in its write
             torch.save(obj, f)
 
 
