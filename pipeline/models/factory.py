@@ -62,8 +62,10 @@ def _register(cfg: dict) -> str:
 
 
 def create_model(model_config: dict) -> torch.nn.Module:
-    """A freshly initialised open_clip model (fp32, CPU) for a full model config."""
-    return open_clip.create_model(_register(model_config), pretrained=None, load_weights=False)
+    """A freshly initialised open_clip model (fp32) for a full model config, on torch's default device: the CPU,
+    or the `meta` device inside `with torch.device("meta")` (the pre-flight builds the job's model there)."""
+    return open_clip.create_model(_register(model_config), pretrained=None, load_weights=False,
+                                  device=torch.get_default_device())
 
 
 def image_size_of(model_config: dict) -> int:
