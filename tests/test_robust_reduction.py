@@ -178,3 +178,13 @@ def test_non_square_grid_bounds_and_the_grid_mismatch_message():
         mask.kept_indices(2, (2, 8))
     with pytest.raises(ValueError, match="15 patch tokens fit neither grid"):
         image.PatchReduction("random", 4, (4, 4), 2).train()(torch.zeros(2, 16, 3))
+
+
+def test_syntax_punctuation_next_to_a_word_keeps_its_own_priority():
+    """A '#' touching 'dog' (no space between) must not borrow the noun's priority."""
+    from pipeline.reduction.syntax import syntax_ids
+    from pipeline.reduction.text import _bpe
+
+    tok = _bpe()
+    kept = syntax_ids("a photo of #dog running fast", tok, 3)
+    assert kept == [tok.encode(w)[0] for w in ("photo", "dog", "running")], kept

@@ -1,4 +1,5 @@
 # Config loading and the pieces every rule shares. Anything longer belongs in pipeline/ (pipeline.workflow).
+import re
 import sys
 from pathlib import Path
 
@@ -54,8 +55,12 @@ def _check_requested_configs():
     """Targets named on the command line get their configs checked at parse time: one clear line."""
     from pipeline.workflow import requested
 
-    names, datasets = requested(a for a in sys.argv[1:] if not a.startswith("-"))
+    targets = [a for a in sys.argv[1:] if not a.startswith("-")]
+    names, datasets = requested(targets)
+    groups = [m.group(1) for m in (re.match(r"^(?:\./)?results/tables/([^/.]+)\.", t) for t in targets) if m]
     try:
+        for group in groups:  # loads and pre-flights every member
+            WF.group_members(group)
         for name in names:
             WF.experiment(name)
         for name in datasets:
