@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import functools
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -167,8 +168,17 @@ def all_mutations(pairs_per_experiment: int = 40, seed: int = 0) -> list[tuple[s
     return out
 
 
-def sample(count: int, seed: int) -> list[tuple[str, list]]:
+# keys whose valid values depend on each other and on the model: where a value can be fine for the schema and
+# impossible for the job (the rest - rates, seeds, log intervals - the schema alone decides)
+COMBINED = re.compile(r"^(model\.|method$|method_options\.|(pretrain|finetune)\.(image_size|text_length|"
+                      r"image_reduction\.|text_reduction|batch_size|grad_accum_steps|processes|enabled))")
+
+
+def sample(count: int, seed: int, combined: bool = False) -> list[tuple[str, list]]:
+    """A random sample of all mutations; `combined`: only mutations of COMBINED keys."""
     everything = all_mutations()
+    if combined:
+        everything = [(n, ch) for n, ch in everything if all(COMBINED.match(k) for k, _ in ch)]
     return random.Random(seed).sample(everything, min(count, len(everything)))
 
 
@@ -274,8 +284,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--limit", type=int, help="a random sample of this many mutations (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--schema-only", action="store_true", help="skip the pre-flight (what the schema alone catches)")
+    p.add_argument("--combined", action="store_true", help="only keys whose values depend on the model (COMBINED)")
     args = p.parse_args(argv)
-    todo = sample(args.limit, args.seed) if args.limit else all_mutations()
+    todo = sample(args.limit or 10**9, args.seed, args.combined)
     counts: Counter = Counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

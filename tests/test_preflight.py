@@ -29,6 +29,7 @@ SEMANTIC = [
     ([("model.config.text_cfg.heads", 3)], "model", "divisible by num_heads"),
     ([("model.config.text_cfg.context_length", 2), ("pretrain.text_length", None)], "pretrain.text_length", ">= 3"),
     ([("pretrain.enabled", False)], "pretrain.enabled", "starts from the pretrain checkpoint"),
+    ([("model.config.vision_cfg.patch_size", 32)], "pretrain.image_size", "smaller than one patch"),
 ]
 
 
@@ -97,7 +98,8 @@ def test_generated_mutations_are_rejected_before_any_job_or_train_one_step(tmp_p
 
     count = int(os.environ.get("CLIPFORGE_MUTATIONS", "12"))
     seed = int(os.environ.get("CLIPFORGE_MUTATION_SEED", "0"))
-    todo = mutations.sample(count, seed)
+    # two thirds from the keys whose values depend on the model and on each other, the rest from all keys
+    todo = mutations.sample(count - count // 3, seed, combined=True) + mutations.sample(count // 3, seed)
     stats = write_shards(tmp_path / "data" / "tiny", shards=4, per_shard=36)
     outcomes, failed = {"rejected": 0, "trained": 0}, []
     for name, changes in todo:

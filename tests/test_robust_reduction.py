@@ -188,3 +188,13 @@ def test_syntax_punctuation_next_to_a_word_keeps_its_own_priority():
     tok = _bpe()
     kept = syntax_ids("a photo of #dog running fast", tok, 3)
     assert kept == [tok.encode(w)[0] for w in ("photo", "dog", "running")], kept
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="device placement is only visible on a GPU")
+@pytest.mark.parametrize("strategy,tokens", [("random", 4), ("grid", None), ("block", 4)])
+def test_masks_are_drawn_on_the_tokens_device(strategy, tokens):
+    """Kills the mutants that drop `device=` (on a CPU-only machine they are equivalent)."""
+    x = torch.randn(2, 17, 8, device="cuda")
+    mask = image.PatchReduction(strategy, tokens, (4, 4), 2).train()
+    assert mask.kept_indices(2, (4, 4), x.device).device.type == "cuda"
+    assert mask(x).device.type == "cuda"

@@ -44,6 +44,11 @@ def resolve_model_config(name: str | None, inline: dict | None,
         cfg["vision_cfg"]["image_size"] = image_size
     if context_length is not None:
         cfg["text_cfg"]["context_length"] = context_length
+    patch = cfg["vision_cfg"].get("patch_size")
+    if isinstance(patch, int) and image_size_of(cfg) < patch:  # the patch embedding would have no input to slide on
+        key = "image_size" if image_size is not None else "model.config.vision_cfg.image_size"
+        raise UserError(f"{key}: {image_size_of(cfg)} px is smaller than one patch of the model "
+                        f"(vision_cfg.patch_size {patch})")
     return cfg
 
 
