@@ -96,7 +96,7 @@ def test_every_shipped_experiment_passes_the_preflight():
 def test_generated_mutations_are_rejected_before_any_job_or_train_one_step(tmp_path):
     from _train_fixtures import write_shards
 
-    count = int(os.environ.get("CLIPFORGE_MUTATIONS", "12"))
+    count = int(os.environ.get("CLIPFORGE_MUTATIONS", "9"))
     seed = int(os.environ.get("CLIPFORGE_MUTATION_SEED", "0"))
     # two thirds from the keys whose values depend on the model and on each other, the rest from all keys
     todo = mutations.sample(count - count // 3, seed, combined=True) + mutations.sample(count // 3, seed)
