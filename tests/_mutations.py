@@ -217,7 +217,8 @@ def trimmed(raw: dict) -> dict:
 
     out = copy.deepcopy(raw)
     exp = experiment_from_dict(raw, "twin", "twin")
-    config = resolve_model_config(exp.model.name, exp.model.config)
+    # an inline config as written (its own checks are the job's, at each stage's sizes), a named one resolved
+    config = copy.deepcopy(raw["model"]["config"]) if exp.model.name is None else resolve_model_config(exp.model.name, None)
     for tower in ("vision_cfg", "text_cfg"):
         layers = config[tower].get("layers")
         if isinstance(layers, int):
