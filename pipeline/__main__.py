@@ -16,7 +16,7 @@ STAGES = {
     "table": "pipeline.report.cli",
     "table_group": "pipeline.report.cli",
     "curves": "pipeline.report.curves",
-    "check-config": "pipeline.config.cli",
+    "check-config": "pipeline.preflight",
 }
 EVALUATION_CLI = "pipeline.evaluate._cli"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .config import (CONFIG_DIR, ConfigError, Dataset, Experiment, dataset_path, experiment_path, list_experiments,
-                     load_dataset, load_experiment, to_dict)
+                     load_dataset, load_experiment, read_yaml, to_dict)
 
 CHECKPOINTS = ("pretrain", "finetune")
 # Snakemake patterns: {name} experiment, {stage} training stage, {ckpt} evaluated checkpoint, {dataset},
@@ -237,7 +237,11 @@ class WorkflowConfig:
     # ---- tables
     def group_members(self, group: str) -> list[str]:
         """Experiments whose `groups` list names `group` (results/tables/<group>.table)."""
-        members = [n for n in list_experiments(self.config_dir) if group in self.experiment(n).groups]
+        # membership from each file's own `groups` list: only the members are loaded and pre-flighted (seconds each)
+        members = [n for n in list_experiments(self.config_dir)
+                   if group in ((read_yaml(experiment_path(n, self.config_dir)) or {}).get("groups") or [])]
+        for name in members:
+            self.experiment(name)
         if not members:
             raise ConfigError(f"{self.config_dir}/experiments: no experiment lists group {group!r} in `groups`")
         return members

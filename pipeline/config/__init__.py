@@ -75,6 +75,9 @@ def experiment_from_dict(raw, name: str, source: str) -> Experiment:
     if (model["name"] is None) == (model["config"] is None):
         raise ConfigError(f"{source}: model: give exactly one of model.name or model.config")
     exp = Experiment(name, data, load_schema("experiment"))
+    if exp.finetune.enabled and not exp.pretrain.enabled:
+        raise ConfigError(f"{source}: pretrain.enabled: false, but finetune.enabled starts from the pretrain "
+                          f"checkpoint (disable finetune too, or enable pretrain)")
     for key in ("pretrain", "finetune"):
         _check_stage(exp.stage(key), key, source)
     for key in exp.published:

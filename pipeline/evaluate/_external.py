@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..errors import UserError
+from ..utils.io import torch_load
 
 OPENAI_EXTRA = ("input_resolution", "context_length", "vocab_size")  # attributes of OpenAI's scripted model
 
@@ -35,15 +34,7 @@ def detect_format(path: Path) -> str:
         return "openai"
     if path.suffix == ".safetensors":
         return "open_clip"
-    try:
-        try:  # mmap: only the keys are looked at; files of torch < 1.6 cannot be mapped
-            blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or pickled code
-        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    blob = torch_load(path, "checkpoint", mmap=True)  # mmap: only the keys are looked at
     return "clipforge" if isinstance(blob, dict) and {"model", "model_config"} <= set(blob) else "open_clip"
 
 

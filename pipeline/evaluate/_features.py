@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..models import image_size_of
-from ..utils.io import torch_save
+from ..utils.io import torch_load, torch_save
 from ._datasets import classification_dataset
 
 
@@ -106,7 +106,7 @@ def _extract_in_parts(model, dataset, *, path: Path | None, batch_size: int, wor
     feats, labels = [], []
     for start in range(0, len(dataset), per_part):
         part = None if path is None else path.with_name(f"{path.stem}.part{start // per_part:05d}.pt")
-        blob = _read(part) if part is not None and part.is_file() else None
+        blob = torch_load(part, "feature cache part") if part is not None and part.is_file() else None
         if blob is None:
             subset = Subset(dataset, range(start, min(start + per_part, len(dataset))))
             f, y = image_features(model, subset, batch_size, workers, device, desc=desc, features=features)
@@ -116,14 +116,6 @@ def _extract_in_parts(model, dataset, *, path: Path | None, batch_size: int, wor
         feats.append(blob["features"])
         labels.append(blob["labels"])
     return torch.cat(feats), torch.cat(labels)
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated cache is rebuilt, not trusted
-        print(f"features: ignoring unreadable cache {path} ({type(exc).__name__})")
-        return None
 
 
 def cached_features(*, model, model_config: dict, checkpoint: str | Path, stats_path: str | Path,
@@ -136,8 +128,8 @@ def cached_features(*, model, model_config: dict, checkpoint: str | Path, stats_
     if cache_dir is not None:
         key = cache_key(checkpoint, stats_path, features)
         path = Path(cache_dir) / f"{Path(stats_path).parent.name}-{key}.pt"
-        blob = _read(path) if path.is_file() else None
-        if blob is not None:
+        if path.is_file():
+            blob = torch_load(path, "feature cache")  # written atomically: a file here is whole, or refused
             print(f"features: reusing {path}")
             return blob["features"], blob["labels"], classes
     model = model.to(device).eval()

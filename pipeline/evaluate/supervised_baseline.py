@@ -43,13 +43,10 @@ def resnet50_classifier(*, num_classes: int, weights: str | None, seed: int) -> 
     torch.manual_seed(seed)
     model = resnet50(weights=None)
     if weights:
+        from ..utils.io import torch_load
+
         path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"{path}: ResNet-50 weights not found (evaluate.supervised_baseline.weights)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserError(f"{path}: unreadable weights ({type(exc).__name__}: {exc})") from None
+        state = torch_load(path, "ResNet-50 weights (evaluate.supervised_baseline.weights)")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:
             model.load_state_dict(state)

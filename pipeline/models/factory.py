@@ -18,7 +18,7 @@ import open_clip
 import torch
 
 from ..errors import UserError
-from ..utils.io import write_text
+from ..utils.io import torch_load, write_text
 
 PROJECT_CONFIGS = Path(__file__).with_name("configs")
 if PROJECT_CONFIGS.is_dir():
@@ -44,6 +44,11 @@ def resolve_model_config(name: str | None, inline: dict | None,
         cfg["vision_cfg"]["image_size"] = image_size
     if context_length is not None:
         cfg["text_cfg"]["context_length"] = context_length
+    patch = cfg["vision_cfg"].get("patch_size")
+    if isinstance(patch, int) and image_size_of(cfg) < patch:  # the patch embedding would have no input to slide on
+        key = "image_size" if image_size is not None else "model.config.vision_cfg.image_size"
+        raise UserError(f"{key}: {image_size_of(cfg)} px is smaller than one patch of the model "
+                        f"(vision_cfg.patch_size {patch})")
     return cfg
 
 
@@ -62,8 +67,10 @@ def _register(cfg: dict) -> str:
 
 
 def create_model(model_config: dict) -> torch.nn.Module:
-    """A freshly initialised open_clip model (fp32, CPU) for a full model config."""
-    return open_clip.create_model(_register(model_config), pretrained=None, load_weights=False)
+    """A freshly initialised open_clip model (fp32) for a full model config, on torch's default device: the CPU,
+    or the `meta` device inside `with torch.device("meta")` (the pre-flight builds the job's model there)."""
+    return open_clip.create_model(_register(model_config), pretrained=None, load_weights=False,
+                                  device=torch.get_default_device())
 
 
 def image_size_of(model_config: dict) -> int:
@@ -76,14 +83,9 @@ def context_length_of(model_config: dict) -> int:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint with weights_only=True: no pickled code from a file ever runs."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated / not a torch file
-        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    """Read a checkpoint with weights_only=True: no pickled code from a file ever runs (a file that carries
+    some is refused with one line naming it). Every checkpoint reader of the package goes through here."""
+    return torch_load(path, "checkpoint")
 
 
 @dataclass

@@ -134,15 +134,15 @@ def syntax_ids(text: str, tokenizer, keep: int) -> list[int]:
     from open_clip.tokenizer import basic_clean, whitespace_clean
 
     text = whitespace_clean(basic_clean(text))
-    lowered = text.lower()
-    if len(lowered) != len(text):  # rare characters whose lower case is longer: keep offsets aligned
-        lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    lowered = text.lower()  # as SimpleTokenizer.encode lower-cases: the same pre-tokens, the same ids
     spans = [(m.start(), m.end(), _bpe(tokenizer, m.group())) for m in tokenizer.pat.finditer(lowered)]
     if sum(len(ids) for _, _, ids in spans) <= keep:
         return [i for _, _, ids in spans for i in ids]
+    # a few characters lower-case to two ('İ' -> 'i̇'): map each lowered offset to the caption character it came from
+    origin = [i for i, c in enumerate(text) for _ in c.lower()]
     char_priority = _char_priorities(text)
     ids, priorities = [], []
     for start, end, piece in spans:
         ids.extend(piece)
-        priorities.extend([min(char_priority[start:end])] * len(piece))
+        priorities.extend([min(char_priority[origin[start]:origin[end - 1] + 1])] * len(piece))
     return priority_ids(ids, priorities, keep)

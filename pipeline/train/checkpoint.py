@@ -13,6 +13,7 @@ from ..models import load_checkpoint
 from ..utils.io import torch_save
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
+_PARTIAL = re.compile(r"^\.step_(\d{8})\.pt\..*\.tmp$")  # an atomic write cut by a kill
 
 
 def rng_state() -> dict:
@@ -54,11 +55,14 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def save(folder: Path, step: int, payload: dict, *, keep: int) -> Path:
-    """Write step_XXXXXXXX.pt atomically, then delete all but the newest `keep`."""
+    """Write step_XXXXXXXX.pt atomically, then delete all but the newest `keep` and the temp files of writes a
+    kill cut short (never listed, never read: only their disk space is reclaimed). Rank 0 alone writes here."""
     path = checkpoint_path(folder, step)
     torch_save(payload, path)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
+    for partial in (p for p in Path(folder).iterdir() if _PARTIAL.match(p.name)):
+        partial.unlink(missing_ok=True)
     return path
 
 

@@ -62,9 +62,9 @@ def build_model(experiment: Experiment, stage_name: str, init: str | Path | None
     if init is not None:
         load_resampled(model, load_checkpoint(init)["model"], source=str(init))
     red = stage.image_reduction
-    if red.strategy != "none":
-        check_image(red, where=stage_name, grid=tuple(model.visual.grid_size))
+    if red.strategy != "none":  # installing refuses a tower without a patch grid; then the grid is checked
         apply_image_reduction(model, red.strategy, red.tokens, red.grid_window)
+        check_image(red, where=stage_name, grid=tuple(model.visual.grid_size))
     if stage.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model, config

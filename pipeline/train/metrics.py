@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..utils.io import atomic_path, write_text
+from ..utils.io import append_line, atomic_path, read_jsonl, write_text
 
 
 class MetricsLog:
@@ -18,8 +18,8 @@ class MetricsLog:
         if not enabled:
             return
         if self.path.is_file():
-            lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            self.records = [r for r in lines if r["step"] <= resume_step]
+            # a partial last line (an append cut by a kill or a full disk) is dropped, not trusted
+            self.records = [r for r in read_jsonl(self.path) if r["step"] <= resume_step]
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
         from torch.utils.tensorboard import SummaryWriter
 
@@ -29,8 +29,7 @@ class MetricsLog:
         if not self.enabled:
             return
         self.records.append(record)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
                 self.board.add_scalar(f"train/{key}", value, record["step"])

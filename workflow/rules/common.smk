@@ -1,4 +1,5 @@
 # Config loading and the pieces every rule shares. Anything longer belongs in pipeline/ (pipeline.workflow).
+import re
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from snakemake.utils import validate
 
 from pipeline.config import ConfigError, read_yaml
 from pipeline.config import schema_path
+from pipeline.preflight import load_checked as preflight
 from pipeline.workflow import PATHS, WorkflowConfig, path
 
 # --config config_dir=PATH reads experiments and datasets from another folder (tests use it).
@@ -23,8 +25,14 @@ STAGE = "{PY:q} -m pipeline {rule} {params.args:q} 2>&1 | tee -a {log:q}"
 
 
 def _validated(kind, path):
-    """Snakemake's own schema validation, then the typed load: both before any job runs."""
+    """Snakemake's own schema validation after the typed load, then the pre-flight (pipeline.preflight: the
+    training jobs' own builders run on the meta device): all before any job runs."""
     validate(read_yaml(path), schema=str(schema_path(kind)))
+    if kind == "experiment":
+        try:
+            preflight(path, CONFIG_DIR)
+        except ConfigError as exc:
+            raise WorkflowError(str(exc)) from None
 
 
 # slurm_gpu_type is set by the installed slurm profile (--gpu-type)
@@ -47,8 +55,12 @@ def _check_requested_configs():
     """Targets named on the command line get their configs checked at parse time: one clear line."""
     from pipeline.workflow import requested
 
-    names, datasets = requested(a for a in sys.argv[1:] if not a.startswith("-"))
+    targets = [a for a in sys.argv[1:] if not a.startswith("-")]
+    names, datasets = requested(targets)
+    groups = [m.group(1) for m in (re.match(r"^(?:\./)?results/tables/([^/.]+)\.", t) for t in targets) if m]
     try:
+        for group in groups:  # loads and pre-flights every member
+            WF.group_members(group)
         for name in names:
             WF.experiment(name)
         for name in datasets:

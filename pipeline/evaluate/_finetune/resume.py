@@ -15,9 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
-from ...utils.io import torch_save
+from ...utils.io import torch_load, torch_save
 
 
 def _safe_globals():
@@ -35,8 +33,7 @@ def fingerprint(settings: dict, world: int, train_size: int) -> str:
 
 
 def _load(path: Path):
-    with torch.serialization.safe_globals(_safe_globals()):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    return torch_load(path, "fine-tuning checkpoint", safe_globals=_safe_globals())
 
 
 def save_partition(folder: Path, optimizer_state: dict, *, rank: int, epoch: int) -> None:
