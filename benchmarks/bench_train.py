@@ -23,8 +23,9 @@ import yaml
 from pipeline.config import REPO_ROOT
 from pipeline.methods import create_method
 from pipeline.models import create_model, resolve_model_config
-from pipeline.train.loop import TrainModule, train_step
-from pipeline.train.optim import build_optimizer, build_scheduler
+from pipeline.train.loop import TrainModule
+from pipeline.train.optim import WarmupCosine, build_optimizer
+from pipeline.train.step import train_step
 
 OPEN_CLIP_PRECISION = {"fp32": "fp32", "bf16": "amp_bf16", "fp16": "amp"}
 
@@ -43,7 +44,7 @@ def make_batches(steps: int, batch: int, image_size: int, text_length: int) -> l
 def fresh(cfg: dict, lr: float, steps: int):
     torch.manual_seed(0)
     model = create_model(cfg)
-    opt = build_optimizer(list(model.named_parameters()), lr=lr, weight_decay=0.1, betas=(0.9, 0.98), eps=1e-6)
+    opt = build_optimizer({"": model}, lr=lr, weight_decay=0.1, rule="open_clip", betas=(0.9, 0.98), eps=1e-6)
     return model, opt
 
 
@@ -60,16 +61,16 @@ class Clock:
 def run_ours(cfg: dict, batches: list, precision: str, warmup: int) -> tuple[float, float]:
     model, opt = fresh(cfg, 1e-3, len(batches))
     module = TrainModule(model, create_method("clip", model, {}))
-    sched = build_scheduler(opt, total=len(batches), warmup=2)
+    sched = WarmupCosine(opt, lr=1e-3, total=len(batches), warmup=2, warmup_start_lr=0.0, min_lr=0.0)
     scaler = torch.amp.GradScaler("cpu", enabled=precision == "fp16")
     module.train()
     clock = Clock()
     for step, (images, texts) in enumerate(batches):
         if step == warmup:
             clock.start()
-        sched.step_update(step + 1)
-        train_step(module, model, opt, scaler, [{"image": images, "text": texts}], device=torch.device("cpu"),
-                   precision=precision, grad_clip=None, logit_scale_max=100)
+        sched.step(step)
+        train_step(module, module, opt, scaler, [{"image": images, "text": texts}], device=torch.device("cpu"),
+                   precision=precision, grad_clip=None, bounds=[(model.logit_scale, 0.0, 4.605170185988092)])
     return clock.rates((len(batches) - warmup) * batches[0][0].shape[0])
 
 
