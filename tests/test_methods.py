@@ -7,6 +7,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from pipeline.config import ConfigError, load_experiment
 from pipeline.data.views import (CaptionAugmenter, ViewMaker, augment_caption, augment_captions, make_views,
@@ -53,7 +54,7 @@ def ce(logits, label):
 
 def test_clip_loss_hand_computed():
     eye = torch.eye(2)
-    loss, acc = clip_loss(eye, eye, torch.tensor(1.0))
+    loss, acc = clip_loss(eye, eye, torch.tensor(1.0), column_grad=True)
     assert loss.item() == pytest.approx(math.log((math.e + 1) / math.e), abs=1e-6)
     assert acc.item() == 1.0
 
@@ -374,6 +375,11 @@ def _worker(rank, world_size, port, folder):
             dist.all_reduce(g)
             g /= world_size
         results[name] = {"losses": losses / world_size, "grads": grads}
+    losses, grads = run_steps("clip", shared["model"], local, {"clip_column_grad": False}, steps=1)
+    for g in grads.values():
+        dist.all_reduce(g)
+        g /= world_size
+    results["clip_no_column_grad"] = grads
     model = tiny_model()
     model.load_state_dict(shared["model"])
     method = create_method("declip", model, dict(SMALL_HEADS, declip_weights={"mlm": 0}))
@@ -407,7 +413,35 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
             assert (got["grads"][key] - grad).abs().max().item() <= 1e-4 * scale, (name, key)
     model = tiny_model()
     model.load_state_dict(model_state)
+    image, text, scale = model(batch["image"], batch["text"])  # SLIP's CLIPLoss: rows only get gradient
+    labels = torch.arange(4)
+    sliced = [(F.cross_entropy(scale * image[r:r + 4] @ text.detach().T, labels + r)
+               + F.cross_entropy(scale * text[r:r + 4] @ image.detach().T, labels + r)) / 2 for r in (0, 4)]
+    (sum(sliced) / 2).backward()
+    for name, param in model.named_parameters():
+        got = dist_results["clip_no_column_grad"][name]
+        assert torch.allclose(got, param.grad, atol=1e-6, rtol=1e-4), name
+    assert not torch.allclose(dist_results["clip_no_column_grad"]["visual.proj"],
+                              run_steps("clip", model_state, batch, {}, steps=1)[1]["visual.proj"], atol=1e-4)
+    model.zero_grad()
     for rank, bank in enumerate(dist_results["banks"]):  # DeCLIP: each rank's bank holds its own rows only
         rows = {k: v[4 * rank:4 * rank + 4] for k, v in batch.items()}
         own = [torch.nn.functional.normalize(encode_text_parts(model, rows[k])[0], dim=-1) for k in ("text_aug", "text")]
         assert torch.allclose(bank, torch.cat(own), atol=1e-5), rank
+
+
+def test_filip_token_wise_zero_shot_as_the_declip_code():
+    from pipeline.methods.filip import token_classifier, token_zeroshot_logits
+
+    model, batch = tiny_model(), make_batch()
+    method = create_method("filip", model, dict(SMALL_HEADS, filip_token_dim=8))
+    prompts = batch["text"][:4].reshape(2, 2, 8)  # 2 classes x 2 prompts
+    classifier = token_classifier(model, method.token_head, prompts)
+    _, states = encode_text_parts(model, prompts[1].reshape(2, 8))
+    tokens = torch.nn.functional.normalize(method.token_head.text_mapping(states), dim=-1).mean(0)
+    assert classifier.shape == (2, 8, 8) and torch.allclose(classifier[1], tokens / tokens.norm(), atol=1e-6)
+    logits = token_zeroshot_logits(model, method.token_head, batch["image"], classifier)
+    hidden = encode_image_parts(model, batch["image"]).hidden
+    image = torch.nn.functional.normalize(method.token_head.image_mapping(hidden[:, 1:]), dim=-1)
+    expected = torch.einsum("bnd,cld->bcnl", image, classifier).max(-1).values.mean(-1)
+    assert logits.shape == (4, 2) and torch.allclose(logits, expected, atol=1e-6)

@@ -55,11 +55,12 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         return y.to(input.dtype)
 
 
-def sync_batchnorm(module: nn.Module) -> nn.Module:
-    """With more than one process, BatchNorm layers normalise over the global batch (SLIP's and DeCLIP's
-    heads are synced): torch.nn.SyncBatchNorm.convert_sync_batchnorm when training runs on GPUs (the
-    trainer's device rule: CUDA whenever available), GlobalBatchNorm1d on CPU. Identity for one process."""
-    if world()[1] == 1:
+def sync_batchnorm(module: nn.Module, synced: bool) -> nn.Module:
+    """With more than one process, BatchNorm layers normalise over the global batch (SLIP's heads are
+    synced): torch.nn.SyncBatchNorm.convert_sync_batchnorm when training runs on GPUs (the trainer's device
+    rule: CUDA whenever available), GlobalBatchNorm1d on CPU. Identity for one process, or when `synced`
+    is False (method_options.sync_batchnorm: the DeCLIP code's statistics are per GPU)."""
+    if world()[1] == 1 or not synced:
         return module
     if torch.cuda.is_available():
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)

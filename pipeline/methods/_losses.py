@@ -38,13 +38,21 @@ def cap_scale(scale: torch.Tensor, cap: float | None) -> torch.Tensor:
     return scale - (scale - cap).clamp(min=0).detach()
 
 
-def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
+def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, *, column_grad: bool
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """CLIP's symmetric InfoNCE on L2-normalised embeddings, with open_clip's ClipLoss logits and targets
-    (local rows x gathered columns, gathers with gradients); the cross-entropies in fp32. (loss, i->t acc)."""
+    (local rows x gathered columns, gathers with gradients); the cross-entropies in fp32. (loss, i->t acc).
+
+    column_grad False (method_options.clip_column_grad): the gathered columns carry no gradient at all, this
+    rank's included, as SLIP's CLIPLoss (utils.all_gather_batch) trains with several processes; every
+    embedding then learns only from its own row. One process keeps every gradient, as SLIP's does."""
     rank, world_size = world()
     loss_fn = ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world_size)
-    logits_image, logits_text = loss_fn.get_logits(image, text, logit_scale)
+    if column_grad or world_size == 1:
+        logits_image, logits_text = loss_fn.get_logits(image, text, logit_scale)
+    else:
+        all_image, all_text = gather_with_grad(image.detach()), gather_with_grad(text.detach())
+        logits_image, logits_text = logit_scale * image @ all_text.T, logit_scale * text @ all_image.T
     labels = loss_fn.get_ground_truth(image.device, logits_image.shape[0])
     loss = (F.cross_entropy(wide(logits_image), labels) + F.cross_entropy(wide(logits_text), labels)) / 2
     return loss, _accuracy(logits_image, labels)

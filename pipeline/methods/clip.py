@@ -33,7 +33,7 @@ class Clip(Method):
 
     def __init__(self, model: torch.nn.Module, options: dict | None = None):
         super().__init__(model, resolve_options(options))
-        self.cap = self.options["logit_scale_cap"]
+        self.cap, self.column_grad = self.options["logit_scale_cap"], self.options["clip_column_grad"]
 
     def features(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image, text, logit_scale = model_features(model, batch["image"], batch["text"])
@@ -41,7 +41,7 @@ class Clip(Method):
 
     def loss(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         scale = cap_scale(features["logit_scale"], self.cap)
-        loss, acc = clip_loss(features["image"], features["text"], scale)
+        loss, acc = clip_loss(features["image"], features["text"], scale, column_grad=self.column_grad)
         return {"loss": loss, "acc_image_to_text": acc, "logit_scale": scale.detach()}
 
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -44,8 +44,9 @@ class DeCLIP(Method):
         dim = embed_dim(model)
         if self.weights["simsiam"] > 0:
             hidden, bottleneck = self.options["simsiam_dim"], self.options["simsiam_pred_dim"]
-            self.projector = sync_batchnorm(mlp(dim, hidden, hidden, layers=3, last_bn=True))
-            self.predictor = sync_batchnorm(mlp(hidden, bottleneck, hidden, layers=2, last_bn=False))
+            synced = self.options["sync_batchnorm"]
+            self.projector = sync_batchnorm(mlp(dim, hidden, hidden, layers=3, last_bn=True), synced)
+            self.predictor = sync_batchnorm(mlp(hidden, bottleneck, hidden, layers=2, last_bn=False), synced)
         if self.weights["mlm"] > 0:
             self.mlm_head = nn.Linear(text_width(model), vocab_size(model))
             self.mask_embedding = nn.Parameter(torch.randn(text_width(model)) * 0.02)
@@ -77,7 +78,7 @@ class DeCLIP(Method):
         scale = cap_scale(unwrap(model).logit_scale.exp(), self.options["logit_scale_cap"])
         out: dict[str, torch.Tensor] = {"logit_scale": scale.detach()}
         if self.weights["clip"] > 0:
-            pairs = [clip_loss(i, t, scale) for i in images for t in texts]
+            pairs = [clip_loss(i, t, scale, column_grad=True) for i in images for t in texts]
             out["clip_loss"] = torch.stack([p[0] for p in pairs]).mean()
             out["acc_image_to_text"] = pairs[0][1]
         if self.weights["simsiam"] > 0:

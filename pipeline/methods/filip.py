@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import UserError
 from . import Method, register
-from ._losses import cap_scale, clip_loss, filip_loss, select_tokens, wide
+from ._losses import cap_scale, clip_loss, filip_loss, late_interaction, select_tokens, wide
 from ._options import resolve_options
 from ._towers import encode_image_parts, encode_text_parts, hidden_width, masked_caption, text_width, unwrap
 
@@ -41,18 +41,19 @@ class TokenHead(nn.Module):
         self.text_mapping = nn.Linear(text_width(model), token_dim)
         self.token_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
-    def tokens(self, hidden: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image tokens, text tokens), mapped and L2-normalised, from the ViT's transformer output (class
-        token first) and the text tower's token states."""
-        image = F.normalize(wide(self.image_mapping(hidden[:, 1:])), dim=-1)
-        text = F.normalize(wide(self.text_mapping(states)), dim=-1)
-        return image, text
+    def image_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Mapped, L2-normalised patch tokens from the ViT's transformer output (class token first)."""
+        return F.normalize(wide(self.image_mapping(hidden[:, 1:])), dim=-1)
+
+    def text_tokens(self, states: torch.Tensor) -> torch.Tensor:
+        """Mapped, L2-normalised tokens from the text tower's token states (every position)."""
+        return F.normalize(wide(self.text_mapping(states)), dim=-1)
 
 
 def token_features(head: TokenHead, hidden: torch.Tensor, states: torch.Tensor, top_k: int | None) -> dict:
     """The tensors of the FILIP loss: per sample all tokens and the tokens each sample offers the others,
     and the temperature (0-d: shared by the micro-batches of an accumulated step)."""
-    image, text = head.tokens(hidden, states)
+    image, text = head.image_tokens(hidden), head.text_tokens(states)
     image_chosen, text_chosen = select_tokens(image, text, top_k)
     return {"image_tokens": image, "text_tokens": text, "image_chosen": image_chosen, "text_chosen": text_chosen,
             "token_scale": head.token_logit_scale.exp()}
@@ -125,10 +126,30 @@ class FILIP(Method):
         loss = out["filip_loss"]
         if self.clip_weight > 0:
             scale = cap_scale(features["logit_scale"], self.cap)
-            clip, _ = clip_loss(features["image_embed"], features["text_embed"], scale)
+            clip, _ = clip_loss(features["image_embed"], features["text_embed"], scale, column_grad=True)
             loss = loss + self.clip_weight * clip
             out.update(clip_loss=clip.detach(), logit_scale=scale.detach())
         return {"loss": loss, **{k: v.detach() for k, v in out.items()}}
 
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.loss(self.features(model, batch))
+
+
+@torch.no_grad()
+def token_classifier(model: torch.nn.Module, head: TokenHead, prompts: torch.Tensor) -> torch.Tensor:
+    """FILIP's token-wise zero-shot classifier as the DeCLIP code builds it (solver/filip_solver.py evaluate):
+    each class's prompts [C, P, L] (token ids) -> mapped, L2-normalised token embeddings, averaged over the
+    prompts position by position, divided by the Frobenius norm of that [L, D] matrix. Returns [C, L, D]."""
+    classes, per_class, length = prompts.shape
+    _, states = encode_text_parts(model, prompts.reshape(-1, length))
+    tokens = head.text_tokens(states).reshape(classes, per_class, length, -1).mean(1)
+    return tokens / tokens.flatten(1).norm(dim=1)[:, None, None]
+
+
+@torch.no_grad()
+def token_zeroshot_logits(model: torch.nn.Module, head: TokenHead, images: torch.Tensor,
+                          classifier: torch.Tensor) -> torch.Tensor:
+    """[B, C] scores: the mean over an image's mapped patch tokens of the best class token (no top-k at test
+    time, as the DeCLIP code's FILIP evaluation; the published FILIP 39.5 is this score)."""
+    image = head.image_tokens(encode_image_parts(model, images).hidden)
+    return late_interaction(image, classifier.to(image.dtype))

@@ -221,7 +221,8 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
     if stage.compile:
         module = torch.compile(module)
     low, high = stage.logit_scale_bounds
-    engine = Engine(module, core, optimizer, build_scheduler(optimizer, stage, total=steps), scaler,
+    schedule = build_scheduler(optimizer, stage, total=steps, data_samples=loader.samples)
+    engine = Engine(module, core, optimizer, schedule, scaler,
                     bounds=[(model.logit_scale, low, high)] + method.scale_bounds())
     extra = {"fingerprint": expected, "model_config": model_config, "experiment": to_dict(experiment),
              "stage": stage_name}
