@@ -192,6 +192,11 @@ def test_methods_with_batch_statistics_refuse_accumulation(tmp_path):
     exp.write_text(yaml.safe_dump(dict(raw, pretrain=dict(raw["pretrain"], grad_accum_steps=1, min_lr=0.5))))
     with pytest.raises(UserError, match=r"pretrain.min_lr: 0.5 exceeds lr 0.001"):
         check_training(load_experiment(exp, tmp_path / "config"), "pretrain", where=str(exp))
+    odd = dict(raw["model"]["config"], vision_cfg=dict(raw["model"]["config"]["vision_cfg"], width=30))
+    exp.write_text(yaml.safe_dump(dict(raw, model={"config": odd}, pretrain=dict(raw["pretrain"], grad_accum_steps=1,
+                                                                             pos_embed_type="sin_cos_2d"))))
+    with pytest.raises(UserError, match=r"pretrain.pos_embed_type: sin_cos_2d needs a vision width divisible by 4"):
+        check_training(load_experiment(exp, tmp_path / "config"), "pretrain", where=str(exp))
 
 
 def test_temperatures_are_clamped_after_the_step_not_in_the_forward():
