@@ -318,6 +318,13 @@ def test_schedule_is_open_clips_cosine_lr_with_a_warmup_start_and_a_floor():
     assert ours[warmup - 1] == lr == slip_warmup[-1] and ours[0] == pytest.approx(start + (lr - start) / warmup)
     assert max(abs(a - b) for a, b in zip(ours, slip_warmup)) <= (lr - start) / warmup
     assert end < ours[-1] < ours[-2] and ours[-1] < end + (lr - end) / (total - warmup) ** 2 * 5
+    from pipeline.config import experiment_from_dict
+    from pipeline.train.optim import warmup_length
+
+    raw = {"data": {"train": "tiny"}, "model": {"config": TINY_MODEL}, "pretrain": {"batch_size": 64, "warmup_steps": 7}}
+    assert warmup_length(experiment_from_dict(raw, "t", "t").pretrain, data_samples=1000) == 7
+    raw["pretrain"]["warmup_epochs"] = 1.5  # SLIP's --warmup-epochs: 1.5 x (1000 // 64) steps
+    assert warmup_length(experiment_from_dict(raw, "t", "t").pretrain, data_samples=1000) == 22
     declip = _lrs(20, 5, 1e-3, start=1e-4)  # DeCLIP: warmup from base_lr 1e-4 to warmup_lr 1e-3
     assert declip[:5] == pytest.approx([1e-4 + 9e-4 * k / 5 for k in range(1, 6)]) and declip[-1] > 0
 
