@@ -52,11 +52,10 @@ def step_seconds(name: str, batch: dict, reps: int, device: torch.device) -> flo
 def filip_chunks(rows: int, reps: int, device: torch.device) -> None:
     q = torch.nn.functional.normalize(torch.randn(rows, 16, 128, device=device), dim=-1)
     k = torch.nn.functional.normalize(torch.randn(rows, 8, 128, device=device), dim=-1)
-    mask = torch.ones(rows, 8, dtype=torch.bool, device=device)
     for chunk in sorted({16, 64, rows}):
         start = time.perf_counter()
         for _ in range(reps):
-            late_interaction(q, None, k, mask, chunk=chunk)
+            late_interaction(q, k, chunk=chunk)
         print(f"  late_interaction {rows}x{rows}, 16 patches x 8 tokens, chunk {chunk:4d}: "
               f"{(time.perf_counter() - start) / reps * 1000:.1f} ms")
 

@@ -71,6 +71,16 @@ def gather_objects(obj) -> list:
     return out
 
 
+def gather_to_main(obj) -> list | None:
+    """Every rank's picklable `obj` in rank order on rank 0, None on the others: per-rank state too large to
+    copy to every rank (DeCLIP's per-rank feature banks, 134 MB each at the recipe's size)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

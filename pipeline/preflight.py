@@ -58,10 +58,8 @@ def guard(source: str, stage: str, key: str, what: str, build: Callable[[], T]) 
     """Run one concern's builder; its UserError keeps its own key, anything else names `key` and says `what` failed."""
     try:
         return build()
-    except ConfigError as exc:
+    except UserError as exc:  # ConfigError included; a message may already name the file
         raise ConfigError(str(exc) if str(exc).startswith(source) else f"{source}: {blamed(str(exc), stage)}") from None
-    except UserError as exc:
-        raise ConfigError(f"{source}: {blamed(str(exc), stage)}") from None
     except Exception as exc:  # what torch / open_clip raise when a value cannot work
         raise ConfigError(f"{source}: {key}: {what} ({type(exc).__name__}: {_first_line(exc)})") from None
 
@@ -119,10 +117,13 @@ def check_stage(experiment: Experiment, stage_name: str, source: str) -> dict:
     from .models import context_length_of, image_size_of
     from .reduction import check_text
     from .reduction.text import build_text_transform
+    from .train.checks import check_training
     from .train.loop import TrainModule, build_model, method_hooks
     from .train.optim import build_optimizer
 
     stage = experiment.stage(stage_name)
+    guard(source, stage_name, stage_name, "the training settings cannot work together",
+          lambda: check_training(experiment, stage_name, where=source))
     at = f"{stage_name}.image_size / {stage_name}.text_length"
     with _on_meta():
         model, config = guard(source, stage_name, "model", f"open_clip cannot build it at {at}",
@@ -141,10 +142,9 @@ def check_stage(experiment: Experiment, stage_name: str, source: str) -> dict:
         batch = _meta_batch(hooks, ids, size, micro_batch(stage))
         guard(source, stage_name, "method", f"{experiment.method} cannot train this model at {stage_name}",
               lambda: _forward_backward(TrainModule(model, method).train(), batch))
-        named = list(model.named_parameters()) + [(f"method.{n}", p) for n, p in method.named_parameters()]
         guard(source, stage_name, stage_name, "the optimizer cannot be built",
-              lambda: build_optimizer(named, lr=stage.lr, weight_decay=stage.weight_decay, betas=stage.betas,
-                                      eps=stage.eps))
+              lambda: build_optimizer({"": model, "method": method}, lr=stage.lr, weight_decay=stage.weight_decay,
+                                      rule=stage.weight_decay_rule, betas=stage.betas, eps=stage.eps))
     return {"model": model, "method": method, "config": config}
 
 
@@ -161,8 +161,15 @@ def check_init(previous: dict, current: dict, source: str) -> None:
 
 
 def check_experiment(experiment: Experiment, source: str) -> None:
-    """Every enabled stage, then the finetune stage's start from the pretrain weights; ConfigError on the first
-    failure (one line: file, key, reason)."""
+    """Every enabled stage, then the finetune stage's start from the pretrain weights, then what the evaluations
+    need of each other (pipeline.evaluate.check_experiment); ConfigError on the first failure (one line: file,
+    key, reason)."""
+    from .evaluate import check_experiment as check_evaluations
+
+    try:
+        check_evaluations(experiment, source)
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
     built = {}
     for stage_name in ("pretrain", "finetune"):
         if experiment.stage(stage_name).enabled:

@@ -68,16 +68,17 @@ class WorkflowConfig:
         return str(experiment_path(name, self.config_dir))
 
     def experiment(self, name: str) -> Experiment:
+        """The validated experiment, pre-flighted (pipeline.preflight: the jobs' own builders on the meta device,
+        the training and evaluation settings' cross-checks), so a bad one stops the parse with one line."""
         if name not in self._experiments:
             exp = self._load("experiment", name, experiment_path, load_experiment)
-            self._check_evaluations(exp, self.experiment_file(name))
+            self._preflight(exp, self.experiment_file(name))
             self._experiments[name] = exp
         return self._experiments[name]
 
-    def _check_evaluations(self, exp: Experiment, source: str) -> None:
-        """The evaluations' cross-section needs (pipeline.evaluate.check_experiment), at parse time."""
+    def _preflight(self, exp: Experiment, source: str) -> None:
         from .errors import UserError
-        from .evaluate import check_experiment
+        from .preflight import check_experiment
 
         try:
             check_experiment(exp, source)

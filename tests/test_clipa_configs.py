@@ -1,5 +1,6 @@
-"""CLIPA experiments and model configs: recipe arithmetic (I/T token counts), model shapes, and a tiny CPU run of
-clipa_tiny with each image mask (grid, block, random) + syntax text mask, pretrain then full-token finetune."""
+"""CLIPA experiments and model configs: recipe arithmetic (I/T token counts), model shapes, a tiny CPU run of
+clipa_tiny with each image mask (grid, block, random) + syntax text mask, pretrain then full-token finetune, and the
+fixed sin-cos position embedding of CLIPA's PyTorch pretraining followed by a learnable one in fine-tuning."""
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pipeline.config import experiment_from_dict, load_experiment
 from pipeline.models import load_model, resolve_model_config
 from pipeline.reduction.image import PatchReduction, kept_image_tokens
 
-from _train_fixtures import write_shards
+from _train_fixtures import write_experiment, write_shards
 
 TINY_YAML = Path(__file__).resolve().parents[1] / "config" / "experiments" / "clipa_tiny.yaml"
 # name -> (model config, pretrain image tokens incl. class token, pretrain text tokens, published pretrain/finetune)
@@ -46,6 +47,9 @@ def test_recipe_token_counts_and_numbers(name):
     assert exp.pretrain.batch_size % exp.pretrain.processes == 0 and exp.pretrain.resources.gpus_per_node == 8
     assert exp.published == {"pretrain": {"zeroshot": {"imagenet1k_val": pre}},
                              "finetune": {"zeroshot": {"imagenet1k_val": fine}}}
+    # UCSC-VLAA/CLIPA clipa_torch scripts: --pos-embed sin_cos_2d in pretraining, learnable in fine-tuning
+    assert (exp.pretrain.pos_embed_type, exp.finetune.pos_embed_type) == ("sin_cos_2d", "learnable")
+    assert exp.pretrain.text_reduction == ("truncate" if name == "clipa_b16_i50_t16" else "syntax")
 
 
 def test_l16_i37_t8_recipe():
@@ -101,3 +105,33 @@ def test_clipa_tiny_trains_with_each_mask(tmp_path, strategy, tokens, kept):
     assert cfg["text_cfg"]["context_length"] == 16 and not isinstance(tuned.visual.patch_dropout, PatchReduction)
     lines = [json.loads(x) for x in (tmp_path / "pre" / "metrics.jsonl").read_text().splitlines()]
     assert lines and all(torch.isfinite(torch.tensor(x["loss"])) for x in lines)
+
+
+def test_sin_cos_pretrain_then_learnable_finetune_from_the_upsampled_table(tmp_path):
+    from open_clip.model import resize_pos_embed
+    from open_clip.pos_embed import get_2d_sincos_pos_embed
+
+    from pipeline.train.loop import build_model, train
+
+    stats = write_shards(tmp_path / "data" / "tiny", shards=1, per_shard=16)
+    path = write_experiment(tmp_path / "config", epochs=1, pos_embed_type="sin_cos_2d")  # 16 px, patch 4: 4x4
+    raw = yaml.safe_load(path.read_text())
+    raw["finetune"]["pos_embed_type"] = "learnable"  # 24 px: 6x6
+    path.write_text(yaml.safe_dump(raw))
+    exp = load_experiment(path, tmp_path / "config")
+    model, config = build_model(exp, "pretrain", None)
+    table = torch.from_numpy(get_2d_sincos_pos_embed(32, 4, cls_token=True)).float()
+    assert config["vision_cfg"]["pos_embed_type"] == "sin_cos_2d" and not model.visual.positional_embedding.requires_grad
+    assert torch.equal(model.visual.positional_embedding, table)
+    pre = train(experiment=exp, stage_name="pretrain", train_data=stats, out=tmp_path / "pre" / "final.pt")
+    weights = torch.load(pre, weights_only=True)["model"]
+    assert torch.equal(weights["visual.positional_embedding"], table)  # fixed: never trained
+    assert not torch.equal(weights["visual.conv1.weight"], model.state_dict()["visual.conv1.weight"])
+    tuned_start, tuned_config = build_model(exp, "finetune", pre)
+    expected = {"visual.positional_embedding": table}
+    resize_pos_embed(expected, tuned_start)  # open_clip's bicubic (antialiased) upsampling, class row kept
+    assert "pos_embed_type" not in tuned_config["vision_cfg"] and tuned_start.visual.positional_embedding.requires_grad
+    assert torch.equal(tuned_start.visual.positional_embedding, expected["visual.positional_embedding"])
+    fine = train(experiment=exp, stage_name="finetune", train_data=stats, out=tmp_path / "fine" / "final.pt", init=pre)
+    tuned = torch.load(fine, weights_only=True)["model"]["visual.positional_embedding"]
+    assert tuned.shape == (37, 32) and not torch.equal(tuned, expected["visual.positional_embedding"])

@@ -7,16 +7,17 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from pipeline.config import ConfigError, load_experiment
 from pipeline.data.views import (CaptionAugmenter, ViewMaker, augment_caption, augment_captions, make_views,
                                  view_transform)
 from pipeline.methods import available, create_method
 from pipeline.methods._heads import FeatureQueue
-from pipeline.methods._losses import (clip_loss, filip_loss, late_interaction, mlm_corrupt, mlm_loss, nn_loss,
-                                      nt_xent, simsiam_loss)
+from pipeline.methods._losses import (cap_scale, clip_loss, filip_loss, late_interaction, mlm_corrupt, mlm_loss,
+                                      nn_loss, nt_xent, select_tokens, simsiam_loss)
 from pipeline.methods._options import resolve_options
-from pipeline.methods._towers import encode_image_parts, encode_text_parts, text_token_mask
+from pipeline.methods._towers import encode_image_parts, encode_text_parts
 from pipeline.models import create_model
 
 TINY = {"embed_dim": 16,
@@ -53,7 +54,7 @@ def ce(logits, label):
 
 def test_clip_loss_hand_computed():
     eye = torch.eye(2)
-    loss, acc = clip_loss(eye, eye, torch.tensor(1.0))
+    loss, acc = clip_loss(eye, eye, torch.tensor(1.0), column_grad=True)
     assert loss.item() == pytest.approx(math.log((math.e + 1) / math.e), abs=1e-6)
     assert acc.item() == 1.0
 
@@ -82,19 +83,48 @@ def test_simsiam_hand_computed_and_stop_gradient():
 
 def test_late_interaction_and_filip_hand_computed():
     e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
-    image = torch.stack([torch.stack([e1, e2]), torch.stack([e1, e1])])  # [2 images, 2 patches, 2]
-    text = torch.stack([torch.stack([e1, e2]), torch.stack([e2, e1])])  # caption 1's 2nd token is padding
-    mask = torch.tensor([[True, True], [True, False]])
-    i2t = late_interaction(image, None, text, mask)
-    t2i = late_interaction(text, mask, image, None)
+    image = torch.stack([torch.stack([e1, e2]), torch.stack([e1, e1])])  # [2 images, 2 tokens, 2]
+    text = torch.stack([torch.stack([e1, e2]), torch.stack([e2, e2])])
+    i2t = late_interaction(image, text)  # mean over the query's tokens of the best key token
+    t2i = late_interaction(text, image)
     assert torch.allclose(i2t, torch.tensor([[1.0, 0.5], [1.0, 0.0]]))
     assert torch.allclose(t2i, torch.tensor([[1.0, 0.5], [1.0, 0.0]]))
-    loss, acc = filip_loss(image, text, mask, torch.tensor(2.0))
+    loss, acc = filip_loss(image, text, image, text, torch.tensor(2.0))
     expected = (ce([2.0, 1.0], 0) + ce([2.0, 0.0], 1)) / 2
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     assert acc.item() == 0.5  # image 1 scores caption 0 (logit 2) above its own caption (0)
-    chunked = late_interaction(image, None, text, mask, chunk=1)
-    assert torch.allclose(chunked, i2t)
+    assert torch.allclose(late_interaction(image, text, chunk=1), i2t)
+
+
+def test_filip_top_k_keeps_the_tokens_closest_to_the_own_pair():
+    """DeCLIP's get_weighted_dense_logits: image token score = summed similarity to its own caption's tokens
+    (and the other way round); the k best are what the other samples see, the local side keeps all."""
+    e1, e2, e3 = torch.eye(3)
+    image = torch.stack([e1, e1, e2])[None]  # one pair; image token scores: 1, 1, 2
+    text = torch.stack([e1, e2, e3, e2])[None]  # word scores: 2, 1, 0, 1
+    chosen_image, chosen_text = select_tokens(image, text, top_k=2)
+    assert torch.equal(chosen_image[0], torch.stack([e2, e1])) and torch.equal(chosen_text[0], torch.stack([e1, e2]))
+    same = select_tokens(image, text, top_k=None)
+    assert same[0] is image and same[1] is text
+    assert select_tokens(image, text, top_k=9)[1] is text  # k >= tokens: all of them
+    two = torch.cat([image, torch.stack([e3, e3, e3])[None]])  # 2 samples: the second image is all e3
+    texts = torch.cat([text, torch.stack([e3, e3, e1, e1])[None]])
+    chosen_image, chosen_text = select_tokens(two, texts, top_k=2)
+    loss, acc = filip_loss(two, texts, chosen_image, chosen_text, torch.tensor(1.0))
+    # image 0 (e1, e1, e2) vs caption 1's chosen words (e3, e3): 0; vs its own chosen (e1, e2): 1
+    assert torch.allclose(late_interaction(two, chosen_text), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    # caption 0 (e1, e2, e3, e2) vs image 1's chosen (e3, e3): 1/4, vs its own (e2, e1): 3/4; caption 1 1/2, 1/2
+    assert torch.allclose(late_interaction(texts, chosen_image), torch.tensor([[0.75, 0.25], [0.5, 0.5]]))
+    t2i = (ce([0.75, 0.25], 0) + ce([0.5, 0.5], 1)) / 2
+    assert acc.item() == 1.0 and loss.item() == pytest.approx((ce([1.0, 0.0], 0) + t2i) / 2, abs=1e-6)
+
+
+def test_cap_scale_caps_the_value_not_the_gradient():
+    raw = torch.tensor(5.0, requires_grad=True)  # exp(5) = 148 > 100
+    capped = cap_scale(raw.exp(), 100.0)
+    (2 * capped).backward()
+    assert capped.item() == pytest.approx(100.0) and raw.grad.item() == pytest.approx(2 * math.exp(5.0))
+    assert cap_scale(raw.exp(), None).item() == pytest.approx(math.exp(5.0))
 
 
 def test_nn_loss_hand_computed():
@@ -146,12 +176,11 @@ def test_tower_parts_equal_open_clip_encoders():
     model, batch = tiny_model(), make_batch()
     parts = encode_image_parts(model, batch["image"])
     assert torch.allclose(parts.embed, model.encode_image(batch["image"]), atol=1e-6)
-    assert parts.tokens.shape == (4, 4, 32) and parts.pooled.shape == (4, 32)
+    assert parts.tokens.shape == (4, 4, 32) and parts.pooled.shape == (4, 32) and parts.hidden.shape == (4, 5, 32)
+    assert torch.allclose(model.visual.ln_post(parts.hidden[:, 1:]), parts.tokens, atol=1e-6)  # before ln_post
     embed, states = encode_text_parts(model, batch["text"])
     assert torch.allclose(embed, model.encode_text(batch["text"]), atol=1e-6)
     assert states.shape == (4, 8, 32)
-    mask = text_token_mask(batch["text"])
-    assert mask[:, 0].all() and mask.sum(1).tolist() == (batch["text"].argmax(1) + 1).tolist()
 
 
 def test_options_come_from_the_schema_and_bad_ones_fail():
@@ -172,7 +201,7 @@ def test_registry_and_loader_hooks():
     model = tiny_model()
     for name in NEW_METHODS:
         method = create_method(name, model, SMALL_HEADS)
-        assert method.image_views == (0 if name == "filip" else 2)
+        assert method.image_views == (1 if name == "filip" else 2)  # FILIP: DeCLIP's MoCo-v2 view 1
         assert method.text_augment == (name in ("declip", "defilip"))
 
 
@@ -213,26 +242,44 @@ def test_loader_hooks_are_picklable_and_seeded():
     assert first == augment_captions(["one two three four", "five six seven"], alpha=0.3)
 
 
-def test_feature_queue_wraps_and_restores_through_state_dict():
+def test_feature_queue_starts_random_wraps_and_restores_through_state_dict():
+    torch.manual_seed(0)
     q = FeatureQueue(5, 2)
+    assert torch.allclose(q.features.norm(dim=1), torch.ones(5)) and q.rank_local  # lightly's random unit bank
+    start = q.features.clone()
     q.push(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
-    assert int(q.filled) == 3 and int(q.ptr) == 3
+    assert int(q.ptr) == 3 and torch.equal(q.features[3:], start[3:])
     q.push(torch.tensor([[-1.0, 0.0], [0.0, -1.0], [3.0, 0.0]]))  # wraps: last row overwrites slot 0
-    assert int(q.filled) == 5 and int(q.ptr) == 1
+    assert int(q.ptr) == 1
     assert torch.allclose(q.features[0], torch.tensor([1.0, 0.0]))
     assert torch.allclose(q.nearest(torch.tensor([[0.1, -5.0]])), torch.tensor([[0.0, -1.0]]))
     fresh = FeatureQueue(5, 2)
     fresh.load_state_dict(q.state_dict())
-    assert torch.equal(fresh.features, q.features) and int(fresh.ptr) == 1 and int(fresh.filled) == 5
+    assert torch.equal(fresh.features, q.features) and int(fresh.ptr) == 1
+
+
+def test_declip_queues_its_own_captions_after_the_lookups():
+    """DeCLIP code order: both lookups see the bank before the step; then the augmented captions, then the
+    (masked) captions are queued, this rank's rows only (256 a step at 128 per GPU)."""
+    model, batch = tiny_model(), make_batch()
+    method = create_method("declip", model, dict(SMALL_HEADS, declip_weights={"mlm": 0}))
+    assert method.rank_local_keys() == ["queue.features", "queue.ptr"]
+    before = method.queue.features.clone()
+    method(model, batch)
+    aug, _ = encode_text_parts(model, batch["text_aug"])
+    caption, _ = encode_text_parts(model, batch["text"])
+    assert int(method.queue.ptr) == 8
+    assert torch.allclose(method.queue.features[:4], torch.nn.functional.normalize(aug, dim=-1), atol=1e-6)
+    assert torch.allclose(method.queue.features[4:8], torch.nn.functional.normalize(caption, dim=-1), atol=1e-6)
+    assert torch.equal(method.queue.features[8:], before[8:])
 
 
 def test_declip_queue_resumes_from_state_dict():
     model, batch = tiny_model(), make_batch()
     method = create_method("declip", model, SMALL_HEADS)
     method(model, batch)
-    assert int(method.queue.filled) == 8  # caption + augmented caption of 4 rows
     state = {k: v.clone() for k, v in method.state_dict().items()}
-    assert {"queue.features", "queue.ptr", "queue.filled"} <= set(state)
+    assert {"queue.features", "queue.ptr"} <= set(state)
     torch.manual_seed(7)
     expected = method(model, batch)["nn_loss"]
     resumed = create_method("declip", model, SMALL_HEADS)
@@ -258,12 +305,15 @@ def test_gradients_flow_to_every_trained_parameter(name):
     missing = [n for n, p in list(model.named_parameters()) + list(method.named_parameters())
                if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert not missing, f"{name}: no gradient for {missing}"
-    text_params = [p for n, p in model.named_parameters() if not n.startswith("visual.")]
+    text_params = {n: p for n, p in model.named_parameters() if not n.startswith("visual.")}
     if name == "simclr":  # image tower only
-        assert not any(p.requires_grad for p in text_params)
+        assert not any(p.requires_grad for p in text_params.values())
         assert not model.visual.proj.requires_grad
+    elif name == "filip":  # token-wise only: the pooled path is frozen
+        assert {n for n, p in text_params.items() if not p.requires_grad} == {"logit_scale", "text_projection"}
+        assert not model.visual.proj.requires_grad and not model.visual.ln_post.weight.requires_grad
     else:
-        assert all(p.requires_grad for p in text_params)
+        assert all(p.requires_grad for p in text_params.values())
 
 
 def test_zero_weight_terms_build_no_head():
@@ -279,9 +329,11 @@ def test_zero_weight_terms_build_no_head():
 
 # ---------------------------------------------------------------- 2 gloo processes == 1 process
 
-# methods whose every term is global (MLM is per-rank by nature: its masks come from each rank's RNG)
-DIST_CASES = {"simclr": {}, "slip": {}, "filip": {}, "declip": {"declip_weights": {"mlm": 0}},
-              "defilip": {"declip_weights": {"mlm": 0}}}
+# methods whose every term is global (MLM and FILIP's corrupted captions are per-rank by nature: their masks come
+# from each rank's RNG; DeCLIP's NN banks are per rank, test_declip_banks_are_per_rank)
+DIST_CASES = {"simclr": {}, "slip": {}, "filip": {"filip_mask_captions": False, "filip_top_k": 2},
+              "declip": {"declip_weights": {"mlm": 0, "nn": 0}},
+              "defilip": {"declip_weights": {"mlm": 0, "nn": 0}, "filip_top_k": 2}}
 
 
 def run_steps(name, model_state, batch, options, steps=2):
@@ -323,6 +375,18 @@ def _worker(rank, world_size, port, folder):
             dist.all_reduce(g)
             g /= world_size
         results[name] = {"losses": losses / world_size, "grads": grads}
+    losses, grads = run_steps("clip", shared["model"], local, {"clip_column_grad": False}, steps=1)
+    for g in grads.values():
+        dist.all_reduce(g)
+        g /= world_size
+    results["clip_no_column_grad"] = grads
+    model = tiny_model()
+    model.load_state_dict(shared["model"])
+    method = create_method("declip", model, dict(SMALL_HEADS, declip_weights={"mlm": 0}))
+    method(model, local)
+    banks = [torch.zeros(2 * rows, 16) for _ in range(world_size)]
+    dist.all_gather(banks, method.queue.features[:2 * rows].contiguous())
+    results["banks"] = torch.stack(banks)
     if rank == 0:
         torch.save(results, os.path.join(folder, "dist.pt"))
     dist.destroy_process_group()
@@ -347,3 +411,37 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
         for key, grad in grads.items():  # float32 noise only (BN statistics summed in another order)
             scale = max(1.0, grad.abs().max().item())
             assert (got["grads"][key] - grad).abs().max().item() <= 1e-4 * scale, (name, key)
+    model = tiny_model()
+    model.load_state_dict(model_state)
+    image, text, scale = model(batch["image"], batch["text"])  # SLIP's CLIPLoss: rows only get gradient
+    labels = torch.arange(4)
+    sliced = [(F.cross_entropy(scale * image[r:r + 4] @ text.detach().T, labels + r)
+               + F.cross_entropy(scale * text[r:r + 4] @ image.detach().T, labels + r)) / 2 for r in (0, 4)]
+    (sum(sliced) / 2).backward()
+    for name, param in model.named_parameters():
+        got = dist_results["clip_no_column_grad"][name]
+        assert torch.allclose(got, param.grad, atol=1e-6, rtol=1e-4), name
+    assert not torch.allclose(dist_results["clip_no_column_grad"]["visual.proj"],
+                              run_steps("clip", model_state, batch, {}, steps=1)[1]["visual.proj"], atol=1e-4)
+    model.zero_grad()
+    for rank, bank in enumerate(dist_results["banks"]):  # DeCLIP: each rank's bank holds its own rows only
+        rows = {k: v[4 * rank:4 * rank + 4] for k, v in batch.items()}
+        own = [torch.nn.functional.normalize(encode_text_parts(model, rows[k])[0], dim=-1) for k in ("text_aug", "text")]
+        assert torch.allclose(bank, torch.cat(own), atol=1e-5), rank
+
+
+def test_filip_token_wise_zero_shot_as_the_declip_code():
+    from pipeline.methods.filip import token_classifier, token_zeroshot_logits
+
+    model, batch = tiny_model(), make_batch()
+    method = create_method("filip", model, dict(SMALL_HEADS, filip_token_dim=8))
+    prompts = batch["text"][:4].reshape(2, 2, 8)  # 2 classes x 2 prompts
+    classifier = token_classifier(model, method.token_head, prompts)
+    _, states = encode_text_parts(model, prompts[1].reshape(2, 8))
+    tokens = torch.nn.functional.normalize(method.token_head.text_mapping(states), dim=-1).mean(0)
+    assert classifier.shape == (2, 8, 8) and torch.allclose(classifier[1], tokens / tokens.norm(), atol=1e-6)
+    logits = token_zeroshot_logits(model, method.token_head, batch["image"], classifier)
+    hidden = encode_image_parts(model, batch["image"]).hidden
+    image = torch.nn.functional.normalize(method.token_head.image_mapping(hidden[:, 1:]), dim=-1)
+    expected = torch.einsum("bnd,cld->bcnl", image, classifier).max(-1).values.mean(-1)
+    assert logits.shape == (4, 2) and torch.allclose(logits, expected, atol=1e-6)

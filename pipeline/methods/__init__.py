@@ -25,6 +25,10 @@ class Method(torch.nn.Module, metaclass=abc.ABCMeta):
     image_views: ClassVar[int] = 0
     # Whether the loader must add an augmented caption as batch["text_aug"] [B, L].
     text_augment: ClassVar[bool] = False
+    # Whether the loss is a function of per-sample features alone (no BatchNorm over the batch, no state
+    # updated by the forward): such a method splits its forward into `features` and `loss`, and the trainer
+    # accumulates gradients as open_clip's --accum-freq does (exactly the loss of one k-times larger batch).
+    accumulates: ClassVar[bool] = False
 
     def __init__(self, model: torch.nn.Module, options: dict | None = None):
         super().__init__()
@@ -33,6 +37,31 @@ class Method(torch.nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Return {'loss': scalar to backprop, ...other scalars to log}. batch has 'image', 'text'."""
+
+    def features(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(accumulating methods) The per-sample tensors the loss needs, rows = samples of `batch`; 0-d
+        tensors (a temperature) are shared, not per sample. forward == loss(features(model, batch))."""
+        raise NotImplementedError(f"method {self.name!r} does not split its forward (accumulates is False)")
+
+    def loss(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """(accumulating methods) forward's output from `features` of any number of rows. It reads parameters
+        only through `features` (a temperature as a 0-d entry), so each gets its gradient once per step."""
+        raise NotImplementedError(f"method {self.name!r} does not split its forward (accumulates is False)")
+
+    def scale_bounds(self) -> list[tuple[torch.nn.Parameter, float, float]]:
+        """(parameter, low, high): the method's own raw (log) temperatures, which the trainer clamps in place
+        before and after every optimizer step, as CLIP clamps logit_scale (a clamp inside the forward would
+        zero the parameter's gradient at the bound)."""
+        return []
+
+    def rank_local_keys(self) -> list[str]:
+        """state_dict keys of submodules whose state differs between ranks (`rank_local = True`, e.g. DeCLIP's
+        per-rank feature queue): the trainer checkpoints them for every rank, not only rank 0's copy."""
+        keys = []
+        for prefix, module in self.named_modules():
+            if getattr(module, "rank_local", False):
+                keys += [f"{prefix}.{k}" if prefix else k for k in module.state_dict()]
+        return keys
 
 
 def register(name: str) -> Callable[[type[Method]], type[Method]]:

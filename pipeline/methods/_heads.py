@@ -55,11 +55,12 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         return y.to(input.dtype)
 
 
-def sync_batchnorm(module: nn.Module) -> nn.Module:
-    """With more than one process, BatchNorm layers normalise over the global batch (SLIP's and DeCLIP's
-    heads are synced): torch.nn.SyncBatchNorm.convert_sync_batchnorm when training runs on GPUs (the
-    trainer's device rule: CUDA whenever available), GlobalBatchNorm1d on CPU. Identity for one process."""
-    if world()[1] == 1:
+def sync_batchnorm(module: nn.Module, synced: bool) -> nn.Module:
+    """With more than one process, BatchNorm layers normalise over the global batch (SLIP's heads are
+    synced): torch.nn.SyncBatchNorm.convert_sync_batchnorm when training runs on GPUs (the trainer's device
+    rule: CUDA whenever available), GlobalBatchNorm1d on CPU. Identity for one process, or when `synced`
+    is False (method_options.sync_batchnorm: the DeCLIP code's statistics are per GPU)."""
+    if world()[1] == 1 or not synced:
         return module
     if torch.cuda.is_available():
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -70,34 +71,32 @@ def sync_batchnorm(module: nn.Module) -> nn.Module:
 
 
 class FeatureQueue(nn.Module):
-    """FIFO queue of L2-normalised features for nearest-neighbour lookup (DeCLIP's NN supervision).
+    """FIFO bank of L2-normalised features for nearest-neighbour lookup (DeCLIP's NN supervision), one per
+    rank, as DeCLIP's NNMemoryBankModule (lightly's): each rank pushes only its own local rows, so a bank of
+    `size` holds the last size / (rows pushed per step) steps of that rank, the history the recipe had
+    (65,536 per rank, 256 captions a step: 256 steps). Like lightly's it starts full of random unit vectors
+    (drawn from torch's RNG), so the first steps' neighbours are noise until real features replace them.
+    The banks differ between ranks (`rank_local`): the trainer checkpoints every rank's."""
 
-    Every rank pushes the *gathered* global batch, so the queue is identical on all ranks and the
-    rank-0 checkpoint restores it for every rank. Entries not yet written are never returned."""
+    rank_local = True
 
     def __init__(self, size: int, dim: int):
         super().__init__()
         self.size = int(size)
-        self.register_buffer("features", torch.zeros(self.size, dim))
+        self.register_buffer("features", F.normalize(torch.randn(self.size, dim), dim=-1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
-        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def push(self, x: torch.Tensor) -> None:
-        x = F.normalize(x.detach().float(), dim=-1)[-self.size:]
+        x = F.normalize(x.detach().to(self.features.dtype), dim=-1)[-self.size:]
         n, ptr = x.shape[0], int(self.ptr)
         first = min(n, self.size - ptr)
         self.features[ptr:ptr + first] = x[:first]
         self.features[:n - first] = x[first:]
         self.ptr.fill_((ptr + n) % self.size)
-        self.filled.fill_(min(self.size, int(self.filled) + n))
-
-    def contents(self) -> torch.Tensor:
-        return self.features[:int(self.filled)]
 
     @torch.no_grad()
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
         """For each row of x, the queued feature of highest cosine similarity ([n, dim], no grad)."""
-        bank = self.contents()
-        index = (F.normalize(x.detach().float(), dim=-1) @ bank.T).argmax(dim=1)
-        return bank[index]
+        query = F.normalize(x.detach().to(self.features.dtype), dim=-1)
+        return self.features[(query @ self.features.T).argmax(dim=1)]

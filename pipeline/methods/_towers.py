@@ -8,7 +8,8 @@ functions below run the towers' own modules in the same order as open_clip 3.3's
 exactly (tests/test_methods.py checks that) while the intermediate tensors are kept:
 
 - image: `visual._embeds` (patchify, class token, positions, patch_dropout, ln_pre) ->
-  `visual.transformer` -> `visual._pool` gives (pooled, tokens) after ln_post; embed = pooled @ proj.
+  `visual.transformer` (its output: `hidden`, class token first, before ln_post) -> `visual._pool` gives
+  (pooled, tokens) after ln_post; embed = pooled @ proj.
 - text: token_embedding (+ optional replacement of masked positions) + positional_embedding ->
   transformer (causal mask) -> ln_final gives the token states; the EOT state @ text_projection is
   the embedding. States are "model.transformer outputs after ln_final, before pooling".
@@ -21,6 +22,7 @@ import torch
 from open_clip.transformer import text_global_pool
 
 from ..errors import UserError
+from ._losses import mlm_corrupt
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -39,6 +41,7 @@ class ImageParts:
     pooled: torch.Tensor  # [B, width] pooled feature before the projection
     embed: torch.Tensor  # [B, embed_dim] == model.encode_image(images)
     tokens: torch.Tensor  # [B, N, width] patch tokens after ln_post (N shrinks under patch dropout)
+    hidden: torch.Tensor  # [B, 1 + N, width] transformer output before ln_post, class token first
 
 
 def _vit(model: torch.nn.Module):
@@ -51,17 +54,10 @@ def _vit(model: torch.nn.Module):
 
 def encode_image_parts(model: torch.nn.Module, images: torch.Tensor) -> ImageParts:
     visual = _vit(model)
-    x = visual._embeds(images)
-    x = visual.transformer(x)
-    pooled, tokens = visual._pool(x)
+    hidden = visual.transformer(visual._embeds(images))
+    pooled, tokens = visual._pool(hidden)
     embed = pooled @ visual.proj if visual.proj is not None else pooled
-    return ImageParts(pooled=pooled, embed=embed, tokens=tokens)
-
-
-def project_image_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Patch tokens in the joint embedding space (the tower's own projection)."""
-    proj = _vit(model).proj
-    return tokens @ proj if proj is not None else tokens
+    return ImageParts(pooled=pooled, embed=embed, tokens=tokens, hidden=hidden)
 
 
 def image_width(model: torch.nn.Module) -> int:
@@ -130,10 +126,6 @@ def encode_text_parts(model: torch.nn.Module, text: torch.Tensor, *, input_ids: 
     return _project_text(tower, pooled), states
 
 
-def project_text_tokens(model: torch.nn.Module, states: torch.Tensor) -> torch.Tensor:
-    return _project_text(_text_tower(model), states)
-
-
 def text_width(model: torch.nn.Module) -> int:
     return int(_text_tower(model).token_embedding.embedding_dim)
 
@@ -142,7 +134,15 @@ def vocab_size(model: torch.nn.Module) -> int:
     return int(_text_tower(model).token_embedding.num_embeddings)
 
 
-def text_token_mask(text: torch.Tensor) -> torch.Tensor:
-    """[B, L] True for SOT ... EOT, False for padding (EOT has the largest id, as open_clip pools)."""
-    eot = text.argmax(dim=-1)
-    return torch.arange(text.shape[1], device=text.device)[None, :] <= eot[:, None]
+def hidden_width(model: torch.nn.Module) -> int:
+    """Width of `ImageParts.hidden` (the ViT's transformer width)."""
+    return int(_vit(model).class_embedding.shape[0])
+
+
+def masked_caption(model: torch.nn.Module, text: torch.Tensor, *, probability: float,
+                   mask_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(embedding, token states, MLM labels) of the caption corrupted BERT-style (`_losses.mlm_corrupt`):
+    DeCLIP's masked caption, which feeds its CLIP, NN and MLM terms (and the DeCLIP benchmark's FILIP)."""
+    ids, replace, labels = mlm_corrupt(text, probability=probability, vocab_size=vocab_size(model))
+    embed, states = encode_text_parts(model, text, input_ids=ids, replace=replace, replacement=mask_embedding)
+    return embed, states, labels

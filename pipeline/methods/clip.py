@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from . import Method, register
-from ._losses import clip_loss
+from ._losses import cap_scale, clip_loss
+from ._options import resolve_options
 
 
 def model_features(model: torch.nn.Module, image: torch.Tensor, text: torch.Tensor):
@@ -25,9 +26,23 @@ def model_features(model: torch.nn.Module, image: torch.Tensor, text: torch.Tens
 
 @register("clip")
 class Clip(Method):
-    """The plain CLIP objective; no extra heads, no extra views."""
+    """The plain CLIP objective; no extra heads, no extra views. Its loss is a function of per-sample
+    features, so gradient accumulation enlarges the contrastive batch exactly (open_clip's --accum-freq)."""
+
+    accumulates = True
+
+    def __init__(self, model: torch.nn.Module, options: dict | None = None):
+        super().__init__(model, resolve_options(options))
+        self.cap, self.column_grad = self.options["logit_scale_cap"], self.options["clip_column_grad"]
+
+    def features(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        image, text, logit_scale = model_features(model, batch["image"], batch["text"])
+        return {"image": image, "text": text, "logit_scale": logit_scale}
+
+    def loss(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        scale = cap_scale(features["logit_scale"], self.cap)
+        loss, acc = clip_loss(features["image"], features["text"], scale, column_grad=self.column_grad)
+        return {"loss": loss, "acc_image_to_text": acc, "logit_scale": scale.detach()}
 
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        image_features, text_features, logit_scale = model_features(model, batch["image"], batch["text"])
-        loss, acc = clip_loss(image_features, text_features, logit_scale)
-        return {"loss": loss, "acc_image_to_text": acc, "logit_scale": logit_scale.detach()}
+        return self.loss(self.features(model, batch))

@@ -8,10 +8,11 @@ Loss = w.clip x multi-view CLIP + w.nn x nearest-neighbour + w.simsiam x SimSiam
 - MLM: 15% of caption tokens masked BERT-style; a linear head predicts their ids from the text
   tower's token states (after ln_final, before pooling). As in the DeCLIP reference code, the masked
   caption's forward also gives the caption embedding used by the CLIP and NN terms (one text pass).
-- NN: each caption's (and augmented caption's) nearest neighbour in a FIFO queue of past text
-  embeddings stands in for it as a CLIP target (image -> neighbour direction). The queue holds the
-  gathered global batch (identical on every rank, checkpointed as buffers); an empty queue (first
-  step) gives an NN loss of 0, where the reference filled its queue with random vectors.
+- NN: each caption's (and augmented caption's) nearest neighbour in a FIFO bank of past text
+  embeddings stands in for it as a CLIP target (image -> neighbour direction). As in the DeCLIP code
+  every rank keeps its own bank (`nn_queue_size` per rank, random unit vectors at the start) of its own
+  local captions: the lookups of a step see the bank from before that step, the neighbours are gathered
+  across ranks as CLIP columns, then the rank's augmented captions and captions are queued.
 A term whose weight is 0 is skipped and its head not built. batch["image"] is not used.
 """
 from __future__ import annotations
@@ -24,9 +25,10 @@ from ..errors import UserError
 from ..distributed import gather_with_grad
 from . import Method, register
 from ._heads import FeatureQueue, mlp, sync_batchnorm
-from ._losses import clip_loss, mlm_corrupt, mlm_loss, nn_loss, simsiam_loss
+from ._losses import cap_scale, clip_loss, mlm_loss, nn_loss, simsiam_loss
 from ._options import resolve_options
-from ._towers import embed_dim, encode_image_parts, encode_text_parts, text_width, unwrap, vocab_size
+from ._towers import (embed_dim, encode_image_parts, encode_text_parts, masked_caption, text_width, unwrap,
+                      vocab_size)
 from .simclr import two_views
 
 
@@ -42,8 +44,9 @@ class DeCLIP(Method):
         dim = embed_dim(model)
         if self.weights["simsiam"] > 0:
             hidden, bottleneck = self.options["simsiam_dim"], self.options["simsiam_pred_dim"]
-            self.projector = sync_batchnorm(mlp(dim, hidden, hidden, layers=3, last_bn=True))
-            self.predictor = sync_batchnorm(mlp(hidden, bottleneck, hidden, layers=2, last_bn=False))
+            synced = self.options["sync_batchnorm"]
+            self.projector = sync_batchnorm(mlp(dim, hidden, hidden, layers=3, last_bn=True), synced)
+            self.predictor = sync_batchnorm(mlp(hidden, bottleneck, hidden, layers=2, last_bn=False), synced)
         if self.weights["mlm"] > 0:
             self.mlm_head = nn.Linear(text_width(model), vocab_size(model))
             self.mask_embedding = nn.Parameter(torch.randn(text_width(model)) * 0.02)
@@ -57,11 +60,8 @@ class DeCLIP(Method):
         if self.weights["mlm"] == 0:
             embed, states = encode_text_parts(model, text)
             return embed, states, None
-        ids, replace, labels = mlm_corrupt(text, probability=self.options["mlm_probability"],
-                                           vocab_size=vocab_size(model))
-        embed, states = encode_text_parts(model, text, input_ids=ids, replace=replace,
-                                          replacement=self.mask_embedding)
-        return embed, states, labels
+        return masked_caption(model, text, probability=self.options["mlm_probability"],
+                              mask_embedding=self.mask_embedding)
 
     def terms(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
               ) -> tuple[dict[str, torch.Tensor], dict]:
@@ -75,10 +75,10 @@ class DeCLIP(Method):
         aug_embed, _ = encode_text_parts(model, batch["text_aug"])
         images = [F.normalize(embed_a, dim=-1), F.normalize(embed_b, dim=-1)]
         texts = [F.normalize(text_embed, dim=-1), F.normalize(aug_embed, dim=-1)]
-        scale = unwrap(model).logit_scale.exp()
+        scale = cap_scale(unwrap(model).logit_scale.exp(), self.options["logit_scale_cap"])
         out: dict[str, torch.Tensor] = {"logit_scale": scale.detach()}
         if self.weights["clip"] > 0:
-            pairs = [clip_loss(i, t, scale) for i in images for t in texts]
+            pairs = [clip_loss(i, t, scale, column_grad=True) for i in images for t in texts]
             out["clip_loss"] = torch.stack([p[0] for p in pairs]).mean()
             out["acc_image_to_text"] = pairs[0][1]
         if self.weights["simsiam"] > 0:
@@ -88,19 +88,17 @@ class DeCLIP(Method):
             out["mlm_loss"] = mlm_loss(self.mlm_head, states, labels)
         if self.weights["nn"] > 0:
             out["nn_loss"] = self.nn_term(images, texts, scale)
-        parts = {"image_tokens": image.tokens[:view_a.shape[0]], "text_states": states}
+        parts = {"image_hidden": image.hidden[:view_a.shape[0]], "text_states": states}
         return out, parts
 
     def nn_term(self, images: list[torch.Tensor], texts: list[torch.Tensor], scale: torch.Tensor) -> torch.Tensor:
-        """NN loss against the queue as it was before this batch; then the batch is queued."""
-        captions = [gather_with_grad(t.detach()) for t in texts]
-        if int(self.queue.filled) > 0:
-            loss = nn_loss(images, [self.queue.nearest(c) for c in captions], scale)
-        else:
-            loss = images[0].new_zeros(())
+        """NN loss against this rank's bank as it was before this step; then this rank's augmented captions
+        and captions are queued, in the DeCLIP code's order."""
+        neighbours = [gather_with_grad(self.queue.nearest(t)) for t in texts]
+        loss = nn_loss(images, neighbours, scale)
         if self.training:
-            for c in captions:
-                self.queue.push(c)
+            for t in reversed(texts):
+                self.queue.push(t)
         return loss
 
     def weighted(self, out: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -43,7 +43,8 @@ class SimCLRTerm(Method):
         super().__init__(model, resolve_options(options))
         self.temperature = float(self.options["ssl_temperature"])
         self.ssl_head = sync_batchnorm(mlp(image_width(model), self.options["ssl_mlp_dim"],
-                                           self.options["ssl_emb_dim"], layers=3, last_bn=False))
+                                           self.options["ssl_emb_dim"], layers=3, last_bn=False),
+                                       self.options["sync_batchnorm"])
 
     def ssl_term(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
                  ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,8 @@ class SLIP(SimCLRTerm):
 
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image_features, text_features, logit_scale = model_features(model, batch["image"], batch["text"])
-        clip, clip_acc = clip_loss(image_features, text_features, logit_scale)
+        clip, clip_acc = clip_loss(image_features, text_features, logit_scale,
+                                   column_grad=self.options["clip_column_grad"])
         ssl, ssl_acc = self.ssl_term(model, batch)
         return {"loss": clip + self.ssl_scale * ssl, "clip_loss": clip.detach(), "ssl_loss": ssl.detach(),
                 "acc_image_to_text": clip_acc, "ssl_acc": ssl_acc, "logit_scale": logit_scale.detach()}

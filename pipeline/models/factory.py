@@ -27,9 +27,10 @@ if PROJECT_CONFIGS.is_dir():
 _REGISTERED_INLINE: set[str] = set()
 
 
-def resolve_model_config(name: str | None, inline: dict | None,
-                         image_size: int | None = None, context_length: int | None = None) -> dict:
-    """The full open_clip config for an experiment's model, at a stage's image size / text length."""
+def resolve_model_config(name: str | None, inline: dict | None, image_size: int | None = None,
+                         context_length: int | None = None, pos_embed_type: str | None = None) -> dict:
+    """The full open_clip config for an experiment's model, at a stage's image size / text length (and
+    image position embedding, open_clip's vision_cfg.pos_embed_type; None keeps the config's)."""
     if name is not None:
         cfg = open_clip.get_model_config(name)
         if cfg is None:
@@ -44,6 +45,8 @@ def resolve_model_config(name: str | None, inline: dict | None,
         cfg["vision_cfg"]["image_size"] = image_size
     if context_length is not None:
         cfg["text_cfg"]["context_length"] = context_length
+    if pos_embed_type is not None and (pos_embed_type != "learnable" or "pos_embed_type" in cfg["vision_cfg"]):
+        cfg["vision_cfg"]["pos_embed_type"] = pos_embed_type  # open_clip's default stays implicit
     patch = cfg["vision_cfg"].get("patch_size")
     if isinstance(patch, int) and image_size_of(cfg) < patch:  # the patch embedding would have no input to slide on
         key = "image_size" if image_size is not None else "model.config.vision_cfg.image_size"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import experiment_source
 from ..errors import UserError
+from .checks import check_training
 
 STAGES = ("pretrain", "finetune")
 
@@ -33,6 +34,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"{args.train_data}: --train-data stats not found (run the data stage first)")
     if args.init is not None and not args.init.is_file():
         raise UserError(f"{args.init}: --init checkpoint not found")
+    check_training(experiment, stage, where=args.experiment)
     from .loop import train  # torch is slow to import: only after the arguments are known to be good
 
     train(experiment=experiment, stage_name=stage, train_data=args.train_data, out=args.out, init=args.init)

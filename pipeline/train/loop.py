@@ -1,15 +1,9 @@
 """One training stage (pretrain or finetune), top to bottom: set-up, resume, loop, final checkpoint.
-
-Gradient accumulation: each micro-batch's loss is divided by grad_accum_steps before backward, so the
-step's gradient is the gradient of the MEAN of the micro-batch losses. For a contrastive loss this is
-not the loss of one big batch: each micro-batch's rows only see the negatives of that micro-batch
-(global across ranks). Use more processes, not accumulation, to enlarge the set of negatives.
+The optimizer step itself (micro-batches, gradient accumulation, clamps) is pipeline/train/step.py.
 """
 from __future__ import annotations
 
-import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +22,10 @@ from ..reduction.text import build_text_transform
 from ..utils.io import torch_save
 from .. import distributed
 from . import checkpoint
+from .checks import check_training
 from .metrics import MetricsLog
 from .optim import build_optimizer, build_scheduler, total_steps
+from .step import train_step
 
 
 @dataclass
@@ -42,25 +38,30 @@ class Position:
 
 
 class TrainModule(torch.nn.Module):
-    """Model + method in one module, so DDP syncs the gradients of method heads too."""
+    """Model + method in one module, so DDP syncs the gradients of method heads too. `features_only`:
+    the method's per-sample features instead of its loss (gradient accumulation, pipeline/train/step.py)."""
 
     def __init__(self, model: torch.nn.Module, method: torch.nn.Module):
         super().__init__()
         self.model, self.method = model, method
 
-    def forward(self, batch: dict) -> dict:
+    def forward(self, batch: dict, features_only: bool = False) -> dict:
+        if features_only:
+            return self.method.features(self.model, batch)
         return self.method(self.model, batch)
 
 
 def build_model(experiment: Experiment, stage_name: str, init: str | Path | None) -> tuple[torch.nn.Module, dict]:
     """The stage's model at its image size / context length, from `init` weights (resampled) if given."""
     stage = experiment.stage(stage_name)
-    config = resolve_model_config(experiment.model.name, experiment.model.config,
-                                  image_size=stage.image_size, context_length=stage.text_length)
+    config = resolve_model_config(experiment.model.name, experiment.model.config, image_size=stage.image_size,
+                                  context_length=stage.text_length, pos_embed_type=stage.pos_embed_type)
     torch.manual_seed(stage.seed)  # identical initial weights on every rank
     model = create_model(config)
     if init is not None:
         load_resampled(model, load_checkpoint(init)["model"], source=str(init))
+    if stage.freeze_patch_embed:
+        model.visual.conv1.requires_grad_(False)
     red = stage.image_reduction
     if red.strategy != "none":  # installing refuses a tower without a patch grid; then the grid is checked
         apply_image_reduction(model, red.strategy, red.tokens, red.grid_window)
@@ -105,38 +106,6 @@ def micro_batches(loader, position: Position):
         epoch, start = epoch + 1, 0
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def train_step(module, raw_model, optimizer, scaler, batches: list[dict], *, device: torch.device,
-               precision: str, grad_clip: float | None, logit_scale_max: float) -> dict[str, float]:
-    """One optimizer step over micro-batches; returns the mean of the logged scalars."""
-    sums: dict[str, float] = {}
-    for i, batch in enumerate(batches):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "skipped"}
-        last = i == len(batches) - 1
-        sync = module.no_sync() if hasattr(module, "no_sync") and not last else nullcontext()
-        with sync:  # DDP all-reduces gradients only on the last micro-batch
-            with autocast(device, precision):
-                out = module(batch)
-            scaler.scale(out["loss"] / len(batches)).backward()
-        for key, value in out.items():
-            sums[key] = sums.get(key, 0.0) + float(distributed.mean_across(value.detach().float()))
-    if grad_clip is not None:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():  # CLIP: temperature may not drop below 1/logit_scale_max
-        raw_model.logit_scale.clamp_(0, math.log(logit_scale_max))
-    return {key: value / len(batches) for key, value in sums.items()}
-
-
 def fingerprint(experiment: Experiment, stage_name: str, train_data: Path, init: Path | None) -> dict:
     """What a resumable checkpoint must match to be resumed: same config, data list and init file."""
     import hashlib
@@ -162,6 +131,7 @@ def resume(folder: Path, expected: dict, parts: dict, *, rank: int, world_size: 
     for name, part in parts.items():
         if ckpt[name]:
             part.load_state_dict(ckpt[name])
+    restore_rank_state(parts["method"], ckpt.get("method_ranks"), rank=rank, world_size=world_size)
     if len(ckpt["rng"]) == world_size:
         checkpoint.set_rng_state(ckpt["rng"][rank])
     data = ckpt["data"]
@@ -171,21 +141,53 @@ def resume(folder: Path, expected: dict, parts: dict, *, rank: int, world_size: 
     return Position(step=ckpt["step"], samples_seen=ckpt["samples_seen"], epoch=data["epoch"], batch=data["batch"])
 
 
+def restore_rank_state(method, saved: list[dict] | None, *, rank: int, world_size: int) -> None:
+    """Each rank's own rank-local method state (DeCLIP's per-rank queue). Under another world size rank r
+    takes saved rank r mod (saved ranks): every bank keeps a real history, some appear twice or not at all."""
+    if not saved:
+        return
+    method.load_state_dict(saved[rank % len(saved)], strict=False)
+    if rank == 0 and len(saved) != world_size:
+        print(f"method state of {len(saved)} ranks restored on {world_size} ranks (rank r takes saved rank "
+              f"r mod {len(saved)})", flush=True)
+
+
 def save_checkpoint(folder: Path, position: Position, parts: dict, extra: dict, *, keep: int) -> None:
-    """Collective (per-rank RNG states are gathered); rank 0 writes."""
+    """Collective (per-rank RNG states and rank-local method state are gathered); rank 0 writes."""
     rngs = distributed.gather_objects(checkpoint.rng_state())
+    method = parts["method"]
+    local = {k: v.cpu() for k, v in method.state_dict().items() if k in set(method.rank_local_keys())}
+    ranks = distributed.gather_to_main(local) if local else None
     if distributed.is_main():
         payload = {name: part.state_dict() for name, part in parts.items()}
         payload.update(extra, rng=rngs, step=position.step, samples_seen=position.samples_seen,
-                       data={"epoch": position.epoch, "batch": position.batch})
+                       data={"epoch": position.epoch, "batch": position.batch}, method_ranks=ranks)
         checkpoint.save(folder, position.step, payload, keep=keep)
     distributed.barrier()
+
+
+@dataclass
+class Engine:
+    """What an optimizer step needs: `module` runs the forward (`core`, or DDP / torch.compile around it);
+    `bounds` are the (parameter, low, high) temperatures clamped around each step."""
+    module: torch.nn.Module
+    core: TrainModule
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    bounds: list
+
+    def step(self, batches: list[dict], step: int, *, stage, device: torch.device) -> dict[str, torch.Tensor]:
+        self.scheduler.step(step)
+        return train_step(self.module, self.core, self.optimizer, self.scaler, batches, device=device,
+                          precision=stage.precision, grad_clip=stage.grad_clip, bounds=self.bounds)
 
 
 def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, out: str | Path,
           init: str | Path | None = None) -> Path:
     """Run (or resume) one stage and write its final checkpoint to `out`; returns `out`."""
     stage = experiment.stage(stage_name)
+    check_training(experiment, stage_name, where=experiment.name)
     device = distributed.init_from_env()
     rank, world_size = distributed.world()
     out, folder = Path(out), Path(out).parent
@@ -202,27 +204,30 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
         pin_memory=device.type == "cuda", device=device, **method_hooks(experiment, method, image_size_of(model_config)))
     steps = total_steps(data_samples=loader.samples, batch_size=stage.batch_size, epochs=stage.epochs,
                         samples=stage.samples)
-    named = list(model.named_parameters()) + [(f"method.{n}", p) for n, p in method.named_parameters()]
-    optimizer = build_optimizer(named, lr=stage.lr, weight_decay=stage.weight_decay, betas=stage.betas, eps=stage.eps)
-    scheduler = build_scheduler(optimizer, total=steps, warmup=stage.warmup_steps)
+    optimizer = build_optimizer({"": model, "method": method}, lr=stage.lr, weight_decay=stage.weight_decay,
+                                rule=stage.weight_decay_rule, betas=stage.betas, eps=stage.eps)
     scaler = torch.amp.GradScaler(device.type, enabled=stage.precision == "fp16")
     torch.manual_seed(stage.seed + 1000 * (rank + 1))  # training-time randomness (patch masks) per rank
-    parts = {"model": model, "method": method, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    parts = {"model": model, "method": method, "optimizer": optimizer, "scaler": scaler}
     expected = fingerprint(experiment, stage_name, Path(train_data), None if init is None else Path(init))
     position = resume(folder / "checkpoints", expected, parts, rank=rank, world_size=world_size)
-    module = TrainModule(model, method)
+    core = module = TrainModule(model, method)
     if world_size > 1:
-        # broadcast_buffers=False: method buffers (e.g. DeCLIP's 65k feature queue) are built identically
-        # on every rank from gathered features; re-sending them each step would cost ~134 MB per step.
+        # broadcast_buffers=False: method buffers (DeCLIP's per-rank feature queue) differ between ranks
+        # by design; re-sending rank 0's each step would also cost ~134 MB per step.
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     if stage.compile:
         module = torch.compile(module)
+    low, high = stage.logit_scale_bounds
+    schedule = build_scheduler(optimizer, stage, total=steps, data_samples=loader.samples)
+    engine = Engine(module, core, optimizer, schedule, scaler,
+                    bounds=[(model.logit_scale, low, high)] + method.scale_bounds())
     extra = {"fingerprint": expected, "model_config": model_config, "experiment": to_dict(experiment),
              "stage": stage_name}
-    run_steps(module, model, optimizer, scheduler, scaler, loader, position, stage=stage, steps=steps,
-              device=device, folder=folder, save=lambda: save_checkpoint(
-                  folder / "checkpoints", position, parts, extra, keep=stage.keep_checkpoints))
+    run_steps(engine, loader, position, stage=stage, steps=steps, device=device, folder=folder,
+              save=lambda: save_checkpoint(folder / "checkpoints", position, parts, extra,
+                                           keep=stage.keep_checkpoints))
     if rank == 0:
         weights = model.state_dict()
         torch_save({"model": weights, "model_config": model_config, "experiment": to_dict(experiment),
@@ -235,15 +240,22 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
     return out
 
 
-def run_steps(module, model, optimizer, scheduler, scaler, loader, position: Position, *, stage, steps: int,
-              device: torch.device, folder: Path, save) -> None:
+def logged(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The step's scalars averaged over ranks: one all-reduce and one host sync per logged step."""
+    keys = list(values)
+    means = distributed.mean_across(torch.stack([values[k].float() for k in keys]))
+    return dict(zip(keys, means.tolist()))
+
+
+def run_steps(engine: Engine, loader, position: Position, *, stage, steps: int, device: torch.device,
+              folder: Path, save) -> None:
     """The loop: gather micro-batches, step, log every log_every, checkpoint every checkpoint_every."""
     main = distributed.is_main()
     log = MetricsLog(folder, resume_step=position.step, enabled=main)
     stream = micro_batches(loader, position)
     per_epoch, counters = loader.batches_per_epoch(), LoaderCounters(unused_per_epoch=loader.unused_per_epoch())
     tick, tick_samples = time.perf_counter(), position.samples_seen
-    module.train()
+    engine.module.train()
     while position.step < steps:
         batches = []
         for _ in range(stage.grad_accum_steps):
@@ -251,21 +263,20 @@ def run_steps(module, model, optimizer, scheduler, scaler, loader, position: Pos
             counters.take(batch, epoch)  # removes batch["loader"]
             batches.append(batch)
         position.epoch, position.batch = divmod(epoch * per_epoch + index + 1, per_epoch)
-        scheduler.step_update(position.step + 1)
-        values = train_step(module, model, optimizer, scaler, batches, device=device, precision=stage.precision,
-                            grad_clip=stage.grad_clip, logit_scale_max=stage.logit_scale_max)
+        values = engine.step(batches, position.step, stage=stage, device=device)
         position.step += 1
         position.samples_seen += stage.batch_size
         if position.step % stage.log_every == 0 or position.step == steps:
             now = time.perf_counter()
             record = {"step": position.step, "samples": position.samples_seen, "epoch": position.epoch,
-                      "lr": optimizer.param_groups[0]["lr"], "samples_per_s": (position.samples_seen - tick_samples) / (now - tick),
-                      **counters.flush(device), **values}
+                      "lr": engine.optimizer.param_groups[0]["lr"],
+                      "samples_per_s": (position.samples_seen - tick_samples) / (now - tick),
+                      **counters.flush(device), **logged(values)}
             tick, tick_samples = now, position.samples_seen
             log.log(record)
             if main:
                 print(f"step {position.step}/{steps} epoch {position.epoch} loss {record['loss']:.4f} "
-                      f"lr {record['lr']:.2e} logit_scale {model.logit_scale.exp().item():.2f} "
+                      f"lr {record['lr']:.2e} logit_scale {engine.core.model.logit_scale.exp().item():.2f} "
                       f"{record['samples_per_s']:.1f} samples/s", flush=True)
         if position.step % stage.checkpoint_every == 0 and position.step < steps:
             save()

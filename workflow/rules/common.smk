@@ -10,7 +10,6 @@ from snakemake.utils import validate
 
 from pipeline.config import ConfigError, read_yaml
 from pipeline.config import schema_path
-from pipeline.preflight import load_checked as preflight
 from pipeline.workflow import PATHS, WorkflowConfig, path
 
 # --config config_dir=PATH reads experiments and datasets from another folder (tests use it).
@@ -25,14 +24,9 @@ STAGE = "{PY:q} -m pipeline {rule} {params.args:q} 2>&1 | tee -a {log:q}"
 
 
 def _validated(kind, path):
-    """Snakemake's own schema validation after the typed load, then the pre-flight (pipeline.preflight: the
-    training jobs' own builders run on the meta device): all before any job runs."""
+    """Snakemake's own schema validation after the typed load; WF then pre-flights every experiment it reads
+    (pipeline.preflight: the jobs' own builders on the meta device): all before any job runs."""
     validate(read_yaml(path), schema=str(schema_path(kind)))
-    if kind == "experiment":
-        try:
-            preflight(path, CONFIG_DIR)
-        except ConfigError as exc:
-            raise WorkflowError(str(exc)) from None
 
 
 # slurm_gpu_type is set by the installed slurm profile (--gpu-type)
