@@ -106,11 +106,20 @@ def micro_batches(loader, position: Position):
         epoch, start = epoch + 1, 0
 
 
+# Stage keys that say how a run is laid out and operated, not what it computes: a retry that comes back with
+# fewer nodes, processes or loader workers (or another log / checkpoint cadence) resumes the same run.
+LAYOUT_KEYS = ("processes", "workers", "resources", "log_every", "checkpoint_every", "keep_checkpoints", "compile")
+
+
 def fingerprint(experiment: Experiment, stage_name: str, train_data: Path, init: Path | None) -> dict:
-    """What a resumable checkpoint must match to be resumed: same config, data list and init file."""
+    """What a resumable checkpoint must match to be resumed: same config (but for its layout keys), data list and
+    init file."""
     import hashlib
 
-    return {"experiment": to_dict(experiment), "stage": stage_name,
+    config = to_dict(experiment)
+    for stage in Experiment.STAGES:
+        config[stage] = {k: v for k, v in config[stage].items() if k not in LAYOUT_KEYS}
+    return {"experiment": config, "stage": stage_name,
             "train_data": hashlib.sha1(Path(train_data).read_bytes()).hexdigest(),
             "init": None if init is None else [Path(init).stat().st_size, Path(init).stat().st_mtime_ns]}
 
@@ -132,12 +141,18 @@ def resume(folder: Path, expected: dict, parts: dict, *, rank: int, world_size: 
         if ckpt[name]:
             part.load_state_dict(ckpt[name])
     restore_rank_state(parts["method"], ckpt.get("method_ranks"), rank=rank, world_size=world_size)
-    if len(ckpt["rng"]) == world_size:
-        checkpoint.set_rng_state(ckpt["rng"][rank])
     data = ckpt["data"]
     if rank == 0:
         print(f"resuming from {folder}/step_{ckpt['step']:08d}.pt (epoch {data['epoch']}, batch {data['batch']})",
               flush=True)
+    if len(ckpt["rng"]) == world_size:
+        checkpoint.set_rng_state(ckpt["rng"][rank])
+    else:  # another world size: the data stream continues exactly, training-time draws restart per rank
+        torch.manual_seed(expected["experiment"][expected["stage"]]["seed"] + 1000 * (rank + 1) + ckpt["step"])
+        if rank == 0:
+            print(f"resuming on {world_size} ranks a run saved on {len(ckpt['rng'])}: batches continue exactly "
+                  f"(none repeated or skipped); patch and text masks are drawn afresh from (seed, step, rank)",
+                  flush=True)
     return Position(step=ckpt["step"], samples_seen=ckpt["samples_seen"], epoch=data["epoch"], batch=data["batch"])
 
 
@@ -215,8 +230,12 @@ def train(*, experiment: Experiment, stage_name: str, train_data: str | Path, ou
     if world_size > 1:
         # broadcast_buffers=False: method buffers (DeCLIP's per-rank feature queue) differ between ranks
         # by design; re-sending rank 0's each step would also cost ~134 MB per step.
+        # find_unused_parameters=True: DDP then keeps its gradient buckets instead of rebuilding them after a
+        # process's first step, so a resumed run all-reduces in the uninterrupted run's order (bit-identical);
+        # the price is one walk of the autograd graph per step.
         module = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+            module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False,
+            find_unused_parameters=True)
     if stage.compile:
         module = torch.compile(module)
     low, high = stage.logit_scale_bounds
