@@ -178,3 +178,51 @@ def test_zeroshot_cli_bad_inputs(tmp_path, capsys):
         assert main(argv) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_zeroshot_scores_filip_token_wise_with_the_checkpoints_token_mappings(tmp_path):
+    """evaluate.zeroshot.scoring: filip_tokens scores as the DeCLIP code scores FILIP (token-wise, through the
+    method's token mappings saved in the checkpoint); other methods are refused before any job."""
+    import yaml
+
+    from pipeline.__main__ import main
+    from pipeline.methods import create_method
+    from pipeline.methods.filip import token_classifier, token_zeroshot_logits
+    from pipeline.models import create_model, tokenizer
+    from pipeline.evaluate._datasets import classification_dataset
+    from _eval_fixtures import TINY_CONFIG
+
+    torch.manual_seed(0)
+    model = create_model(TINY_CONFIG)
+    method = create_method("filip", model, {"filip_token_dim": 8})
+    ckpt = tmp_path / "results" / "tiny" / "pretrain" / "final.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "model_config": TINY_CONFIG, "experiment": {"name": "tiny"},
+                "stage": "pretrain", "method": method.state_dict()}, ckpt)
+    classes = ["a", "b", "c"]
+    stats = write_imagefolder(tmp_path / "data" / "abc", classes, per_class=2)
+    (tmp_path / "config" / "experiments").mkdir(parents=True)
+    exp = write_eval_experiment(tmp_path / "config", {"zeroshot": {"datasets": ["abc"], "scoring": "filip_tokens"}},
+                                datasets={"abc": "cifar10"})
+    raw = yaml.safe_load(exp.read_text())
+    (tmp_path / "config" / "datasets" / "abc.yaml").write_text(
+        "kind: classification\nreader: imagefolder\nclassnames: from_data\ntemplates: cifar10\n")
+    raw.update(method="filip", method_options={"filip_token_dim": 8})
+    exp.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "r.json"
+    assert main(eval_argv("zeroshot", exp, "abc", checkpoint=ckpt, inputs={"test": stats},
+                          outputs={"result": out})) == 0
+    acc1 = json.loads(out.read_text())["metrics"]["acc1"]
+    dataset, _ = classification_dataset(stats, 16)
+    templates = assets.load_templates("cifar10")
+    with torch.no_grad():
+        prompts = torch.stack([tokenizer(12)([t.format(c=c) for t in templates]) for c in classes])
+        classifier = token_classifier(model.eval(), method.token_head.eval(), prompts)
+        images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        labels = torch.tensor([dataset[i][1] for i in range(len(dataset))])
+        expected = (token_zeroshot_logits(model, method.token_head, images, classifier).argmax(1) == labels)
+    assert acc1 == pytest.approx(expected.double().mean().item())
+    raw.update(method="clip", method_options={})
+    exp.write_text(yaml.safe_dump(raw))
+    assert main(eval_argv("zeroshot", exp, "abc", checkpoint=ckpt, inputs={"test": stats},
+                          outputs={"result": out})) == 2

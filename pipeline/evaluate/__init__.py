@@ -113,6 +113,9 @@ def check_experiment(experiment, source: str) -> None:
         if ev.finetune_eval.head != "zeroshot":
             raise UserError(f"{source}: evaluate.finetune_eval.head: {ev.finetune_eval.head!r}, but WiSE-FT needs the "
                             f"zero-shot head (head: zeroshot) to interpolate against")
+    if ev.zeroshot.scoring == "filip_tokens" and experiment.method != "filip":
+        raise UserError(f"{source}: evaluate.zeroshot.scoring: filip_tokens needs the token mappings of method filip, "
+                        f"this experiment trains {experiment.method}")
     names = [c.name for c in ev.checkpoints]
     if len(set(names)) != len(names):
         raise UserError(f"{source}: evaluate.checkpoints: names repeat ({', '.join(names)})")

@@ -24,6 +24,32 @@ def evaluate_zeroshot(*, model, tokenizer, dataset, classnames: list[str], templ
     return classification_metrics(zeroshot_logits(features, classifier), labels)
 
 
+def filip_token_zeroshot(*, checkpoint, experiment, model, tokenizer, dataset, classnames: list[str],
+                         templates: list[str], batch_size: int, workers: int, device) -> dict[str, float]:
+    """FILIP's token-wise zero-shot (pipeline.methods.filip.token_classifier / token_zeroshot_logits, as the DeCLIP
+    code evaluates FILIP), with the token mappings the checkpoint's method state carries."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..config import to_dict
+    from ..methods import create_method
+    from ..methods.filip import token_classifier, token_zeroshot_logits
+    from ..models import load_checkpoint
+    from ._metrics import classification_metrics
+
+    method = create_method(experiment.method, model, to_dict(experiment.method_options))
+    method.load_state_dict(load_checkpoint(checkpoint).get("method") or {})
+    model, head = model.to(device).eval(), method.token_head.to(device).eval()
+    with torch.no_grad():
+        prompts = torch.stack([tokenizer([t.format(c=c) for t in templates]) for c in classnames]).to(device)
+        classifier = token_classifier(model, head, prompts)
+        logits, labels = [], []
+        for images, targets in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+            logits.append(token_zeroshot_logits(model, head, images.to(device), classifier).float().cpu())
+            labels.append(torch.as_tensor(targets))
+    return classification_metrics(torch.cat(logits), torch.cat(labels))
+
+
 def run(ctx: Context) -> None:
     from ..models import context_length_of, image_size_of, tokenizer
     from ._external import load_evaluated
@@ -37,13 +63,17 @@ def run(ctx: Context) -> None:
     classnames, templates = prompts_for(ctx.dataset, ctx.config_dir, classes, ctx.inputs["test"])
     start = time.time()
     ev = ctx.experiment.evaluate
-    metrics = evaluate_zeroshot(model=loaded.model, tokenizer=tokenizer(context_length_of(loaded.model_config)),
-                                dataset=dataset, classnames=classnames, templates=templates,
-                                batch_size=ev.batch_size, workers=ev.workers, device=eval_device())
+    common = dict(model=loaded.model, tokenizer=tokenizer(context_length_of(loaded.model_config)), dataset=dataset,
+                  classnames=classnames, templates=templates, batch_size=ev.batch_size, workers=ev.workers,
+                  device=eval_device())
+    if ctx.settings.scoring == "filip_tokens" and loaded.stage in ("pretrain", "finetune"):
+        metrics = filip_token_zeroshot(checkpoint=ctx.checkpoint, experiment=ctx.experiment, **common)
+    else:  # pooled embeddings; external checkpoint rows carry no FILIP token mappings
+        metrics = evaluate_zeroshot(**common)
     write_result(ctx, task=EVALUATION.task, metrics=metrics, model=loaded.experiment, pretrained=ctx.checkpoint,
                  checkpoint=loaded.stage)
     print(f"zeroshot {ctx.dataset} ({len(dataset)} images, {time.time() - start:.1f} s): "
-          + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+          + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None))
 
 
 EVALUATION = register(Evaluation(
