@@ -91,13 +91,13 @@ def test_feature_cache_and_baseline_weights_refuse_pickled_code(tmp_path, evil):
     ckpt = save_tiny_checkpoint(tmp_path / "final.pt")
     stats = write_imagefolder(tmp_path / "data" / "digits", ["a", "b"], per_class=2)
     cache = tmp_path / "features"
-    planted = cache / f"digits-{cache_key(ckpt, stats)}.pt"
+    planted = cache / f"digits-{cache_key(ckpt, stats, 'embedding')}.pt"
     cache.mkdir()
     torch.save({"features": Payload(marker), "labels": torch.zeros(4)}, planted)
     loaded = load_model(ckpt)
     with pytest.raises(UserError) as exc_info:
         cached_features(model=loaded.model, model_config=loaded.model_config, checkpoint=ckpt, stats_path=stats,
-                        cache_dir=cache, batch_size=4, workers=0)
+                        cache_dir=cache, batch_size=4, workers=0, features="embedding", part_images=4)
     assert_refused(exc_info, planted, marker)
     weights = tmp_path / "resnet50.pt"
     torch.save({"fc.weight": Payload(marker)}, weights)

@@ -35,20 +35,21 @@ def list_datasets(config_dir: Path = CONFIG_DIR) -> list[str]:
     return _names(Path(config_dir) / "datasets")
 
 
-def experiment_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
-    path = Path(config_dir) / "experiments" / f"{name}.yaml"
+def _config_file(kind: str, name: str, config_dir: Path) -> Path:
+    """config_dir/<kind>s/<name>.yaml; a missing one is a one-line ConfigError listing the known names."""
+    path = Path(config_dir) / f"{kind}s" / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(list_experiments(config_dir)) or "none"
-        raise ConfigError(f"{path}: no experiment named {name!r} (experiments: {known})")
+        known = ", ".join(_names(Path(config_dir) / f"{kind}s")) or "none"
+        raise ConfigError(f"{path}: no {kind} named {name!r} ({kind}s: {known})")
     return path
+
+
+def experiment_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
+    return _config_file("experiment", name, config_dir)
 
 
 def dataset_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
-    path = Path(config_dir) / "datasets" / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(list_datasets(config_dir)) or "none"
-        raise ConfigError(f"{path}: no dataset named {name!r} (datasets: {known})")
-    return path
+    return _config_file("dataset", name, config_dir)
 
 
 def _check_stage(stage: Section, key: str, source: str) -> None:
