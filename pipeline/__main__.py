@@ -15,6 +15,7 @@ STAGES = {
     "finetune": "pipeline.train.cli",
     "table": "pipeline.report.cli",
     "table_group": "pipeline.report.cli",
+    "findings": "pipeline.report.findings",
     "curves": "pipeline.report.curves",
     "check-config": "pipeline.preflight",
 }

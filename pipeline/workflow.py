@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .config import (CONFIG_DIR, ConfigError, Dataset, Experiment, dataset_path, experiment_path, list_experiments,
-                     load_dataset, load_experiment, read_yaml, to_dict)
+                     load_dataset, load_experiment, read_yaml, split_replicate, to_dict)
 
 CHECKPOINTS = ("pretrain", "finetune")
 # Snakemake patterns: {name} experiment, {stage} training stage, {ckpt} evaluated checkpoint, {dataset},
@@ -35,6 +35,8 @@ PATHS = {
     "table_log": "logs/{name}/table.log",
     "group_table": "results/tables/{group}.{ext}",
     "group_log": "logs/tables/{group}.log",
+    "findings": "results/tables/findings.{ext}",
+    "findings_log": "logs/tables/findings.log",
 }
 TRAIN_RESOURCES = ("nodes", "tasks", "cpus_per_task", "mem_mb", "runtime", "slurm_extra")
 EVAL_RESOURCES = ("cpus_per_task", "mem_mb", "runtime", "slurm_extra")
@@ -65,13 +67,16 @@ class WorkflowConfig:
 
     # ---- loading
     def experiment_file(self, name: str) -> str:
-        return str(experiment_path(name, self.config_dir))
+        """The --experiment coordinate of a stage: the file, with `@k` for replicate k."""
+        replicate = split_replicate(name)[1]
+        return str(experiment_path(name, self.config_dir)) + (f"@{replicate}" if replicate else "")
 
     def experiment(self, name: str) -> Experiment:
         """The validated experiment, pre-flighted (pipeline.preflight: the jobs' own builders on the meta device,
         the training and evaluation settings' cross-checks), so a bad one stops the parse with one line."""
         if name not in self._experiments:
-            exp = self._load("experiment", name, experiment_path, load_experiment)
+            exp = self._load("experiment", name, experiment_path,
+                             lambda file, config_dir: load_experiment(self.experiment_file(name), config_dir))
             self._preflight(exp, self.experiment_file(name))
             self._experiments[name] = exp
         return self._experiments[name]
@@ -246,6 +251,26 @@ class WorkflowConfig:
         if not members:
             raise ConfigError(f"{self.config_dir}/experiments: no experiment lists group {group!r} in `groups`")
         return members
+
+    def findings_inputs(self, spec_file: Path) -> dict[str, str]:
+        """The findings table's inputs (config/findings.yaml): KEY -> file for every claim term and replicate
+        (pipeline.report.findings.needs); a term naming an evaluation its experiment does not run is one line."""
+        from .evaluate import get
+        from .report.findings import TRAIN, load_spec, needs
+
+        out = {}
+        for need in needs(load_spec(spec_file)):
+            exp = self.experiment(need.experiment)
+            if need.source == TRAIN:
+                out[need.key] = path("checkpoint", name=need.experiment, stage=need.checkpoint)
+                continue
+            ev = get(need.source)
+            if need.dataset not in [ev.dataset_name(d) for d in getattr(exp.evaluate, need.source).datasets]:
+                raise self._error(f"{spec_file}: {need.key}: experiment {split_replicate(need.experiment)[0]} does "
+                                  f"not evaluate {need.dataset} (evaluate.{need.source}.datasets)")
+            result = self.eval_outputs(need.source)["result"]
+            out[need.key] = fill(result, name=need.experiment, ckpt=need.checkpoint, dataset=need.dataset)
+        return out
 
     def dataset_fingerprint(self, name: str) -> str:
         """JSON of a dataset's config (its data rule's params rerun trigger)."""

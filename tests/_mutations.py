@@ -36,7 +36,12 @@ MODEL_KEYS = {"embed_dim": (8, 16, 17, 64), "patch_size": (3, 4, 7, 16, 32, 64),
 
 @functools.lru_cache(maxsize=1)
 def shipped() -> dict[str, dict]:
-    return {p.stem: yaml.safe_load(p.read_text()) for p in sorted((REPO / "config" / "experiments").glob("*.yaml"))}
+    """Every shipped experiment as the job reads it: a file's `base` chain merged in (pipeline.config.compose),
+    so each mutation is written as a file of its own."""
+    from pipeline.config import experiment_raw
+
+    folder = REPO / "config" / "experiments"
+    return {p.stem: experiment_raw(p, REPO / "config") for p in sorted(folder.glob("*.yaml"))}
 
 
 def _resolve(node: dict, root: dict) -> dict:

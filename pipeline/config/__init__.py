@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..reduction import check_image, check_text
+from .compose import composed, seed_keys, split_replicate, with_replicate
 from .schema import ConfigError, load_schema, read_yaml, schema_path, validate
 from .view import Dataset, Experiment, Section, to_dict
 
@@ -18,6 +19,7 @@ CONFIG_DIR = REPO_ROOT / "config"
 __all__ = [
     "ConfigError", "Dataset", "Experiment", "Section", "CONFIG_DIR", "REPO_ROOT",
     "load_experiment", "load_dataset", "experiment_from_dict", "dataset_from_dict", "experiment_source",
+    "experiment_raw", "split_replicate",
     "list_experiments", "list_datasets", "experiment_path", "dataset_path", "to_dict",
     "read_yaml", "schema_path",
 ]
@@ -45,7 +47,15 @@ def _config_file(kind: str, name: str, config_dir: Path) -> Path:
 
 
 def experiment_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
-    return _config_file("experiment", name, config_dir)
+    """The file of experiment `name` (of its replicates `name@k` too)."""
+    return _config_file("experiment", split_replicate(name)[0], config_dir)
+
+
+def experiment_raw(path: Path, config_dir: Path = CONFIG_DIR, replicate: int = 0):
+    """The raw mapping an experiment file stands for: its `base` chain merged in, seeds shifted for a replicate
+    (pipeline.config.compose)."""
+    raw = composed(Path(path), lambda name: experiment_path(name, config_dir))
+    return with_replicate(raw, replicate, seed_keys(load_schema("experiment"))) if replicate else raw
 
 
 def dataset_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
@@ -89,11 +99,14 @@ def experiment_from_dict(raw, name: str, source: str) -> Experiment:
 
 def load_experiment(name_or_path: str | Path, config_dir: Path = CONFIG_DIR,
                     check_datasets: bool = True) -> Experiment:
-    """Load config/experiments/<name>.yaml (or a path) and check the datasets it names exist."""
-    path = Path(name_or_path)
+    """Load config/experiments/<name>.yaml (or a path; `@k` after either names replicate k) and check the
+    datasets it names exist."""
+    text, replicate = split_replicate(str(name_or_path))
+    path = Path(text)
     if path.suffix not in (".yaml", ".yml"):
-        path = experiment_path(str(name_or_path), config_dir)
-    exp = experiment_from_dict(read_yaml(path), path.stem, str(path))
+        path = experiment_path(text, config_dir)
+    name = path.stem + (f"@{replicate}" if replicate else "")
+    exp = experiment_from_dict(experiment_raw(path, config_dir, replicate), name, str(path))
     if check_datasets:
         _check_dataset_ref(exp.data.train, "data.train", "image_text", path, config_dir)
         for i, ds in enumerate(exp.evaluate.zeroshot.datasets):
@@ -104,7 +117,7 @@ def load_experiment(name_or_path: str | Path, config_dir: Path = CONFIG_DIR,
 def experiment_source(name_or_path: str | Path) -> tuple[Experiment, Path]:
     """(experiment, its config folder) for a stage's --experiment: a path config/experiments/E.yaml (the
     config folder is the one holding experiments/) or a name in the repository's config folder."""
-    path = Path(name_or_path)
+    path = Path(split_replicate(str(name_or_path))[0])
     config_dir = path.resolve().parents[1] if path.suffix in (".yaml", ".yml") else CONFIG_DIR
     return load_experiment(name_or_path, config_dir), config_dir
 

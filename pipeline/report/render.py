@@ -45,7 +45,7 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-def _tex_escape(text: str) -> str:
+def tex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                  ("–", "--"), ("→", r"$\to$"), ("†", r"$^\dagger$")):
         text = text.replace(a, b)
@@ -55,11 +55,11 @@ def _tex_escape(text: str) -> str:
 def to_latex(table: Table) -> str:
     """A booktabs tabular; ours (paper) kept as in the markdown table."""
     cols = "l" + "r" * len(table.columns)
-    head = " & ".join(["checkpoint"] + [_tex_escape(column_label(c)) for c in table.columns])
+    head = " & ".join(["checkpoint"] + [tex_escape(column_label(c)) for c in table.columns])
     lines = [f"% {table.title}: {' '.join(notes(table))}", r"\begin{tabular}{" + cols + "}", r"\toprule",
              head + r" \\", r"\midrule"]
     for row in table.rows:
-        cells = [_tex_escape(row)] + [_tex_escape(cell(table, row, c)) for c in table.columns]
+        cells = [tex_escape(row)] + [tex_escape(cell(table, row, c)) for c in table.columns]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

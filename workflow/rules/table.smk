@@ -37,6 +37,8 @@ rule table:
 
 rule table_group:
     """results/tables/<group>.table: every experiment whose `groups` names <group>, side by side."""
+    wildcard_constraints:
+        group=r"(?!findings$)[A-Za-z0-9][A-Za-z0-9_.-]*",  # results/tables/findings.table is the findings rule's
     input:
         lambda w: [r for n in WF.group_members(w.group) for r in WF.eval_results(n)],
     output:
@@ -53,3 +55,25 @@ rule table_group:
     localrule: True
     shell:
         STAGE
+
+
+rule findings:
+    """results/tables/findings.table: each seed's claim replicated at CPU size, measured, holds or not
+    (config/findings.yaml; docs/findings.md)."""
+    input:
+        lambda w: list(WF.findings_inputs(FINDINGS).values()),
+    output:
+        table=report(path("findings", ext="table"), caption="../report/findings.rst", category="Findings"),
+        csv=path("findings", ext="csv"),
+        tex=path("findings", ext="tex"),
+    log:
+        PATHS["findings_log"],
+    params:
+        fingerprint=lambda w: read_yaml(FINDINGS),
+        args=lambda w, output: ["--spec", str(FINDINGS),
+                                *[a for k, v in WF.findings_inputs(FINDINGS).items() for a in ("--input", f"{k}={v}")],
+                                "--out", output.table, "--csv", output.csv, "--tex", output.tex],
+    localrule: True
+    shell:
+        STAGE
+
