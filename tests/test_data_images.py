@@ -70,6 +70,7 @@ def test_crop_boxes_are_drawn_as_torchvision_draws_them(photos):
     (224, {}),  # mostly full-size decoding
     (64, {"scale": [0.4, 1.0], "color_jitter": [0.32, 0.32, 0.32, 0.08], "color_jitter_prob": 0.8,
           "gray_scale_prob": 0.2}),  # CLIPA's L/16 augmentation: same jitter and grayscale draws
+    (64, {"hflip_prob": 0.5, "color_jitter": [0.32, 0.32, 0.32, 0.08], "color_jitter_prob": 0.8}),  # flip draws too
 ])
 def test_output_is_the_references_within_interpolation_error(photos, size, settings):
     reference = train_transform(image_size=size, augment=augment(**settings))

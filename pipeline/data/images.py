@@ -10,8 +10,9 @@ What changes here, and why it keeps the distribution:
   is not saved, but the inverse DCT, chroma upsampling and colour conversion shrink with the area.
 - Other JPEGs decode with torchvision's decode_jpeg (libjpeg-turbo straight into a tensor, no PIL buffer
   and its copy out). The resize is torch's uint8 antialiased bicubic kernel (Pillow's filter, vectorised;
-  within a few grey levels of Pillow's own), written into the batch's uint8 buffer. Colour jitter and grayscale are open_clip's
-  own objects, on the output-size image, after the crop as in the reference.
+  within a few grey levels of Pillow's own), written into the batch's uint8 buffer. The optional horizontal flip
+  is a tensor flip drawn as RandomHorizontalFlip draws it; colour jitter and grayscale are open_clip's own objects,
+  on the output-size image, after the crop as in the reference.
 - The batch travels as uint8 (made in shared memory inside a DataLoader worker, so sending it copies
   nothing); ToTensor + Normalize run once per batch on the training device, as the loader hands it over.
 tests/test_data_images.py checks the boxes are drawn identically and the output is the reference's within
@@ -106,7 +107,11 @@ class TrainImages:
             raise TypeError(f"unexpected train transform layout: {reference}")
         self.size = tuple(crop.size)
         self.scale, self.ratio = crop.scale, crop.ratio
-        self.middle = [t for t in steps[1:-2] if type(t).__name__ != "MaybeConvertMode"]
+        middle = [t for t in steps[1:-2] if type(t).__name__ != "MaybeConvertMode"]
+        self.flip_prob = 0.0  # a flip right after the crop runs on the tensor, with torchvision's own draw
+        if middle and isinstance(middle[0], transforms.RandomHorizontalFlip):
+            self.flip_prob = float(middle.pop(0).p)
+        self.middle = middle
         mean = torch.tensor(normalize.mean, dtype=torch.float64).view(1, 3, 1, 1)
         std = torch.tensor(normalize.std, dtype=torch.float64).view(1, 3, 1, 1)
         self.norm_scale, self.norm_shift = (1 / (255 * std)).float(), (-mean / std).float()  # x/255 - mean, / std
@@ -181,7 +186,10 @@ class TrainImages:
         return pixels_of(small).permute(2, 0, 1)
 
     def finish(self, resized: torch.Tensor) -> torch.Tensor:
-        """open_clip's jitter / grayscale objects (if any), on the output-size image."""
+        """The flip (if any; RandomHorizontalFlip's draw, torch.rand(1) < p), then open_clip's jitter /
+        grayscale objects (if any), on the output-size image."""
+        if self.flip_prob and torch.rand(1) < self.flip_prob:
+            resized = resized.flip(-1)
         if not self.middle:
             return resized
         small = Image.fromarray(resized.permute(1, 2, 0).numpy())

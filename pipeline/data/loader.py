@@ -91,11 +91,12 @@ def read_stats(path: str | Path) -> tuple[list[Path], int]:
 
 def train_transform(*, image_size: int, augment) -> Callable:
     """open_clip's own train transform (image_transform + AugmentationCfg) for a stage's `augment` settings:
-    RandomResizedCrop (bicubic), colour jitter with a probability, grayscale with a probability, CLIP mean/std.
-    The loader computes it with pipeline.data.images.TrainImages (same distribution, less cost)."""
+    RandomResizedCrop (bicubic), colour jitter with a probability, grayscale with a probability, CLIP mean/std;
+    an optional horizontal flip after the crop (open_clip's has none). The loader computes it with pipeline.data.images.TrainImages (same distribution, less cost)."""
     import warnings
 
     from open_clip.transform import AugmentationCfg, image_transform
+    from torchvision import transforms
 
     cfg = AugmentationCfg(scale=tuple(augment.scale),
                           color_jitter=tuple(augment.color_jitter) if augment.color_jitter else None,
@@ -103,7 +104,10 @@ def train_transform(*, image_size: int, augment) -> Callable:
                           gray_scale_prob=augment.gray_scale_prob or None)
     with warnings.catch_warnings():  # open_clip lists the jitter/gray keys as "unused" while it applies them
         warnings.filterwarnings("ignore", message="Unused augmentation cfg items")
-        return image_transform(image_size, is_train=True, aug_cfg=cfg)
+        reference = image_transform(image_size, is_train=True, aug_cfg=cfg)
+    if augment.hflip_prob:  # right after the crop, as timm places it
+        reference.transforms.insert(1, transforms.RandomHorizontalFlip(augment.hflip_prob))
+    return reference
 
 
 def _mix(*numbers: int) -> int:
