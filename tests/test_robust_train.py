@@ -114,3 +114,26 @@ def test_checks_accept_equal_bounds_and_name_the_key():
     with pytest.raises(UserError, match=r"use 1 \(more processes or a smaller batch_size\), or a method that splits "
                                         r"features from its loss \(clip, filip\)$"):
         check_training(_experiment({"grad_accum_steps": 2}, method="slip"), "pretrain", where="E.yaml")
+
+
+def test_grad_clip_bounds_the_norm_the_step_applies():
+    core, batches = _accum_setup("clip")
+    opt = build_optimizer({"": core}, lr=1e-3, weight_decay=0.1, rule="open_clip", betas=(0.9, 0.98), eps=1e-6)
+    norms = []
+    opt.register_step_pre_hook(lambda o, a, k: norms.append(torch.norm(torch.stack(
+        [p.grad.norm() for g in o.param_groups for p in g["params"] if p.grad is not None]))))
+    train_step(core, core, opt, torch.amp.GradScaler("cpu", enabled=False), batches[:1], device=CPU,
+               precision="fp32", grad_clip=0.01, bounds=[])
+    assert norms[0].item() == pytest.approx(0.01, rel=1e-6)  # the unclipped norm is far above (a random model)
+
+
+def test_optimizer_holds_a_tied_parameter_once_with_the_stage_settings():
+    a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    b.weight = a.weight
+    opt = build_optimizer({"": torch.nn.Sequential(a, b)}, lr=0.02, weight_decay=0.1, rule="open_clip",
+                          betas=(0.8, 0.95), eps=1e-7)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    assert len(params) == 3 and sum(p is a.weight for p in params) == 1
+    for group in opt.param_groups:
+        assert (group["lr"], group["betas"], group["eps"]) == (0.02, (0.8, 0.95), 1e-7)
+        assert group["fused"] is True  # torch's fused AdamW on CPU float parameters (docstring)
