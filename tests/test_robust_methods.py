@@ -208,8 +208,10 @@ def test_declip_heads_have_the_published_shape():
 @pytest.mark.parametrize("clip, nn, trained", [(0, 0, False), (0, 0.2, True), (0.4, 0, True)])
 def test_declip_freezes_the_temperature_only_when_no_term_uses_it(clip, nn, trained):
     model = tiny_model()
-    create_method("declip", model, dict(SMALL_HEADS, declip_weights={"clip": clip, "nn": nn}))
+    method = create_method("declip", model, dict(SMALL_HEADS, declip_weights={"clip": clip, "nn": nn}))
     assert model.logit_scale.requires_grad == trained
+    out = method(model, make_batch())
+    assert ("clip_loss" in out) == (clip > 0) and ("nn_loss" in out) == (nn > 0)
 
 
 def test_declip_without_the_augmented_caption_names_the_field():
@@ -248,3 +250,47 @@ def test_declip_terms_equal_their_parts():
                                                rel=1e-5)
     assert out["logit_scale"].item() == pytest.approx(10.0)
     assert accs[0] != accs[1] and out["acc_image_to_text"].item() == accs[0]
+
+
+def test_defilip_builds_its_token_term_only_with_a_weight():
+    model, batch = tiny_model(), make_batch()
+    method = create_method("defilip", model, dict(SMALL_HEADS, filip_token_dim=8, declip_weights={"mlm": 0}))
+    assert method.token_head.image_mapping.out_features == 8
+    assert method.scale_bounds() == [(method.token_head.token_logit_scale, 3.0, 6.0)]
+    torch.manual_seed(0)
+    top2 = create_method("defilip", model, dict(SMALL_HEADS, filip_top_k=2, declip_weights={"mlm": 0}))(model, batch)
+    torch.manual_seed(0)
+    every = create_method("defilip", model, dict(SMALL_HEADS, filip_top_k=None, declip_weights={"mlm": 0}))(model,
+                                                                                                          batch)
+    assert abs(top2["filip_loss"].item() - every["filip_loss"].item()) > 1e-4
+    off = create_method("defilip", model, dict(SMALL_HEADS, declip_weights={"filip": 0}))
+    assert not hasattr(off, "token_head") and off.scale_bounds() == [] and "filip_loss" not in off(model, batch)
+
+
+@pytest.mark.parametrize("name", ["simclr", "slip"])
+def test_simclr_head_shape_options_and_logged_terms(name):
+    model, batch = tiny_model(), make_batch()
+    method = create_method(name, model, dict(SMALL_HEADS, ssl_scale=0.5))
+    kinds = [type(x).__name__ for x in method.ssl_head]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear"]  # SLIP's head: no BN on the output
+    assert method.ssl_head[0].out_features == 32 and method.ssl_head[-1].out_features == 8
+    out = method(model, batch)
+    if name == "simclr":
+        assert set(out) == {"loss", "ssl_loss", "ssl_acc"} and out["ssl_loss"].item() == out["loss"].item()
+    else:
+        assert set(out) == {"loss", "clip_loss", "ssl_loss", "acc_image_to_text", "ssl_acc", "logit_scale"}
+        assert out["loss"].item() == pytest.approx(out["clip_loss"].item() + 0.5 * out["ssl_loss"].item(), rel=1e-6)
+        image = F.normalize(model.encode_image(batch["image"]), dim=-1)
+        text = F.normalize(model.encode_text(batch["text"]), dim=-1)
+        scale = model.logit_scale.exp()
+        assert out["clip_loss"].item() == pytest.approx(ref_clip(image, text, scale).item(), rel=1e-5)
+        assert out["logit_scale"].item() == pytest.approx(scale.item())
+
+
+@pytest.mark.parametrize("views, shape", [(None, "None"), (torch.zeros(4, 1, 3, 16, 16), r"\(4, 1, 3, 16, 16\)"),
+                                          (torch.zeros(4, 3, 16, 16), r"\(4, 3, 16, 16\)")])
+def test_two_views_name_the_field(views, shape):
+    model, batch = tiny_model(), make_batch()
+    batch = {"text": batch["text"]} if views is None else {"text": batch["text"], "views": views}
+    with pytest.raises(UserError, match=rf"^batch\.views: expected \[B, 2, 3, H, W\] augmented views, got {shape}$"):
+        create_method("simclr", model, SMALL_HEADS)(model, batch)
