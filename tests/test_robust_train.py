@@ -137,3 +137,17 @@ def test_optimizer_holds_a_tied_parameter_once_with_the_stage_settings():
     for group in opt.param_groups:
         assert (group["lr"], group["betas"], group["eps"]) == (0.02, (0.8, 0.95), 1e-7)
         assert group["fused"] is True  # torch's fused AdamW on CPU float parameters (docstring)
+
+
+def test_fp16_clips_the_unscaled_gradient():
+    """fp16 stages run a GradScaler (enabled on CPU too): the clip must see the gradient after unscaling."""
+    core, batches = _accum_setup("clip")
+    core = core.float()
+    batches = [{k: v.float() if v.is_floating_point() else v for k, v in batches[0].items()}]
+    opt = build_optimizer({"": core}, lr=1e-3, weight_decay=0.1, rule="open_clip", betas=(0.9, 0.98), eps=1e-6)
+    norms = []
+    opt.register_step_pre_hook(lambda o, a, k: norms.append(torch.norm(torch.stack(
+        [p.grad.norm() for g in o.param_groups for p in g["params"] if p.grad is not None]))))
+    scaler = torch.amp.GradScaler("cpu", init_scale=64.0, enabled=True)
+    train_step(core, core, opt, scaler, batches, device=CPU, precision="fp16", grad_clip=0.01, bounds=[])
+    assert norms[0].item() == pytest.approx(0.01, rel=1e-4)
