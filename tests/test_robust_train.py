@@ -151,3 +151,16 @@ def test_fp16_clips_the_unscaled_gradient():
     scaler = torch.amp.GradScaler("cpu", init_scale=64.0, enabled=True)
     train_step(core, core, opt, scaler, batches, device=CPU, precision="fp16", grad_clip=0.01, bounds=[])
     assert norms[0].item() == pytest.approx(0.01, rel=1e-4)
+
+
+def test_temperature_is_clamped_again_after_the_step():
+    """clamp_scales is @torch.no_grad()-decorated, which mutmut 3 does not mutate: checked by hand here. Equal
+    bounds pin the temperature; AdamW's first step moves every trained parameter by about lr, so only the clamp
+    after the step brings it back."""
+    core, batches = _accum_setup("clip")
+    scale = core.model.logit_scale
+    value = float(scale.detach())
+    opt = build_optimizer({"": core}, lr=0.1, weight_decay=0.0, rule="open_clip", betas=(0.9, 0.98), eps=1e-6)
+    train_step(core, core, opt, torch.amp.GradScaler("cpu", enabled=False), batches[:1], device=CPU,
+               precision="fp32", grad_clip=None, bounds=[(scale, value, value)])
+    assert float(scale.detach()) == value
