@@ -110,7 +110,8 @@ def verdict(claim, measured: list[Measured]) -> tuple[bool, str]:
         return ratio >= claim.threshold, f"ratio {ratio:.2f}x (holds from {claim.threshold:g}x)"
     if claim.kind == "within":
         gap = means[1] - means[0]
-        return gap <= claim.gap, f"{measured[0].label} is {gap:+.1f} points below (published gap {claim.gap:g})"
+        side = f"{gap:.1f} points below" if gap > 0 else f"{-gap:.1f} points above"
+        return gap <= claim.gap, f"{measured[0].label} is {side} {measured[1].label} (holds up to {claim.gap:g} below)"
     return means[0] <= claim.threshold, f"at most {claim.threshold:g} holds"
 
 

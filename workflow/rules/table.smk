@@ -38,7 +38,7 @@ rule table:
 rule table_group:
     """results/tables/<group>.table: every experiment whose `groups` names <group>, side by side."""
     wildcard_constraints:
-        group=r"(?!findings$)[A-Za-z0-9][A-Za-z0-9_.-]*",  # results/tables/findings.table is the findings rule's
+        group=r"(?!findings\.[a-z]+$)[A-Za-z0-9][A-Za-z0-9_.-]*",  # the lookahead sees the path's end: findings.* is the findings rule's
     input:
         lambda w: [r for n in WF.group_members(w.group) for r in WF.eval_results(n)],
     output:
