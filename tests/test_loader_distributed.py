@@ -56,17 +56,23 @@ def test_four_ranks_two_workers_read_each_sample_once_per_epoch(setup):
     assert sum(per_step) == SHARDS * PER_SHARD  # the per-record counts add up to the epoch's
 
 
+def kill_when_written(argv, target) -> None:
+    """Start `argv` in its own process group and SIGKILL the whole group (torchrun, its ranks and their loader
+    workers) as soon as `target` exists, or once it has ended."""
+    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    while not target.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.mark.slow
 def test_four_ranks_two_workers_killed_mid_epoch_resume_bit_identically(setup):
     root, exp, stats, straight, _ = setup
     killed = root / "killed" / "final.pt"
-    proc = subprocess.Popen(command(root, exp, stats, killed), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    target = killed.parent / "checkpoints" / "step_00000002.pt"  # epoch 0, batch 2 of 3
-    while not target.exists() and proc.poll() is None:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun, its 4 ranks and their loader workers
-    proc.wait()
+    kill_when_written(command(root, exp, stats, killed),
+                      killed.parent / "checkpoints" / "step_00000002.pt")  # epoch 0, batch 2 of 3
     assert not killed.exists(), "the run finished before it could be killed"
     done = subprocess.run(command(root, exp, stats, killed), env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -89,13 +95,8 @@ def test_a_retry_on_fewer_ranks_continues_the_epoch(setup):
     batches continue where they stopped: every step is logged once and reads one global batch of samples."""
     root, exp, stats, straight, _ = setup
     out = root / "smaller" / "final.pt"
-    proc = subprocess.Popen(command(root, exp, stats, out), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    target = out.parent / "checkpoints" / "step_00000004.pt"  # epoch 1, batch 1 of 3
-    while not target.exists() and proc.poll() is None:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when_written(command(root, exp, stats, out),
+                      out.parent / "checkpoints" / "step_00000004.pt")  # epoch 1, batch 1 of 3
     assert not out.exists(), "the run finished before it could be killed"
     smaller = write_experiment(root / "config_smaller", processes=2, workers=1, batch_size=16, epochs=2,
                                checkpoint_every=2, log_every=1)
