@@ -47,7 +47,7 @@ def test_snakemake_dry_run_stops_at_parse_time(tmp_path):
     changes = [("pretrain.image_reduction.strategy", "block"), ("pretrain.image_reduction.tokens", 17)]
     path = mutations.write_config(config, "demo", mutations.apply(mutations.shipped()["demo"], changes))
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "--directory",
-                             str(REPO), "results/demo.table", "--config", f"config_dir={config}"],
+                             str(tmp_path), "results/demo.table", "--config", f"config_dir={config}"],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

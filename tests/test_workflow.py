@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,11 +23,16 @@ def copy_config(tmp_path) -> Path:
 
 
 def dry_run(target, config_dir=None, extra=()):
-    cmd = SNAKEMAKE + ["-n", "-s", str(REPO / "Snakefile"), "--directory", str(REPO), target, *extra]
-    if config_dir is not None:
-        cmd += ["--config", f"config_dir={config_dir}"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    """`snakemake -n` in an empty working directory: what a fresh clone would plan, whatever the checkout has
+    already run (after `./clipforge demo`, the repository's own results/ would make every job up to date)."""
+    workdir = tempfile.mkdtemp(prefix="dry_run_")
+    cmd = SNAKEMAKE + ["-n", "-s", str(REPO / "Snakefile"), "--directory", workdir, target, *extra,
+                       "--config", f"config_dir={config_dir or REPO / 'config'}"]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_requested_targets():
